@@ -1,0 +1,3 @@
+from lorarl.callbacks.checkpoint import AdapterCheckpoint
+
+__all__ = ["AdapterCheckpoint"]

@@ -1,0 +1,57 @@
+"""Save adapter-only checkpoints every N iterations and after the last one."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import lightning as L
+
+from lorarl import checkpointing as ckpt
+
+
+class AdapterCheckpoint(L.Callback):
+    def __init__(self, dirpath: str | Path, every_n_iterations: int, keep_last: int | None = None):
+        self.dirpath = Path(dirpath)
+        self.every = every_n_iterations
+        self.keep_last = keep_last
+        self.last_saved: Path | None = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.current_epoch + 1  # iterations completed
+        if (self.every and done % self.every == 0) or done == trainer.max_epochs:
+            self.save(trainer, pl_module, done)
+
+    def save(self, trainer: L.Trainer, module: L.LightningModule, iteration: int) -> Path:
+        name = ckpt.checkpoint_name(iteration)
+        tmp, final = self.dirpath / f".tmp-{name}", self.dirpath / name
+        if trainer.is_global_zero:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        trainer.strategy.barrier()
+        state = module.sharding.trainable_state_dict(module.policy)  # collective when sharded
+        if trainer.is_global_zero:
+            ckpt.save_policy_files(module.policy, state, tmp)
+        trainer.save_checkpoint(tmp / ckpt.TRAINER_STATE)  # collective; rank 0 writes
+        if trainer.is_global_zero:
+            ckpt.write_stats(tmp, training_stats(module, iteration, trainer.global_step))
+            ckpt.publish(tmp, final)
+            ckpt.prune(self.dirpath, self.keep_last)
+        trainer.strategy.barrier()
+        self.last_saved = final
+        return final
+
+
+def training_stats(module: L.LightningModule, iteration: int, global_step: int) -> dict:
+    """What a user wants to read next to an adapter: how the policy was doing when it was saved."""
+    episodes = module.last_episodes
+    return {
+        "iteration": iteration,
+        "global_step": global_step,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "episodes": len(episodes),
+        "outcome_counts": dict(Counter(e.outcome for e in episodes)),
+        "metrics": {k: float(v) for k, v in module.last_stats.items()},
+    }

@@ -1,0 +1,118 @@
+"""Build the objects of a training run from a validated TrainConfig.
+
+This is the only place that turns config into objects; everything it calls takes plain typed
+arguments. ``train.py`` and ``evaluate.py`` call these builders.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import gymnasium as gym
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lorarl import checkpointing as ckpt
+from lorarl.callbacks import AdapterCheckpoint
+from lorarl.lora import LoraSpec, apply_lora, is_lora
+from lorarl.models import build_tiny_model, load_pretrained_model
+from lorarl.module import LoopSpec, PPOSpec, RLModule
+from lorarl.policy import Policy
+from lorarl.rollout import RolloutCollector
+from lorarl.schema import ConfigError, EnvConfig, ModelConfig, TrainConfig
+from lorarl.strategies import build_strategy
+from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer
+
+BASE_MODEL_DIR = "base_model"
+
+
+def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.float32):
+    """(tokenizer, base LM, path a user can load the base from).
+
+    The built-in tiny model is written to ``run_dir/base_model`` so its adapters load anywhere
+    PEFT loads: ``adapter_config.json`` points there."""
+    if model.path:
+        try:
+            tok = load_tokenizer(model.path, model.trust_remote_code)
+            return tok, load_pretrained_model(model.path, dtype, model.trust_remote_code), model.path
+        except OSError as e:
+            raise ConfigError(f"model.path={model.path!r}: cannot load ({str(e).splitlines()[0]})") from None
+    tok = build_byte_tokenizer()
+    lm = build_tiny_model(model.tiny, len(tok), tok.eos_token_id, tok.pad_token_id).to(dtype)
+    base_dir = run_dir / BASE_MODEL_DIR
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not base_dir.exists():
+        tmp = run_dir / f".tmp-{BASE_MODEL_DIR}"
+        lm.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        tmp.rename(base_dir)
+    return tok, lm, str(base_dir.resolve())
+
+
+def lora_spec(model: ModelConfig) -> LoraSpec:
+    return LoraSpec(**asdict(model.lora))
+
+
+def build_policy(lm, model: ModelConfig, base_path: str, with_value_head: bool, keep_reference: bool) -> Policy:
+    lm = apply_lora(lm, lora_spec(model))
+    if is_lora(lm):
+        for cfg in lm.peft_config.values():
+            cfg.base_model_name_or_path = base_path  # what PeftModel.from_pretrained will load
+    return Policy(lm, with_value_head=with_value_head, keep_reference=keep_reference)
+
+
+def build_envs(env: EnvConfig, count: int) -> list[gym.Env]:
+    try:
+        return [gym.make(env.id, **env.kwargs) for _ in range(count)]
+    except gym.error.Error as e:
+        known = ", ".join(k for k in gym.registry if k.startswith("lorarl/"))
+        raise ConfigError(f"env.id={env.id!r}: {e} (lorarl envs: {known})") from None
+
+
+def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLModule, str | None]:
+    run_dir = Path(run_dir)
+    alg, tr = config.algorithm, config.trainer
+    dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
+    tok, lm, base_path = build_base(config.model, run_dir, dtype)
+    if config.strategy.activation_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy = build_policy(lm, config.model, base_path, alg.advantage == "gae", alg.kl_coef > 0)
+    collector = RolloutCollector(
+        build_envs(config.env, config.env.envs_per_rank), tok, alg.sampling, config.reward, config.env.system_prompt
+    )
+    try:
+        strategy, plan = build_strategy(config.strategy, alg.optim.max_grad_norm)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    loop = LoopSpec(
+        iterations=tr.iterations, envs_per_rank=config.env.envs_per_rank, group_size=alg.group_size, seed=tr.seed,
+        logprob_tolerance=config.precision.logprob_tolerance, transcripts_every=tr.transcripts_every,
+        transcripts_count=tr.transcripts_count,
+    )
+    ppo = PPOSpec(**{f.name: getattr(alg, f.name) for f in fields(PPOSpec)})  # AlgorithmConfig extends PPOSpec
+    module = RLModule(policy, collector, ppo, alg.optim, loop, plan)
+    ckpt_root = run_dir / "checkpoints"
+    logger = TensorBoardLogger(str(run_dir), name=config.logger.name, version="") if config.logger.tensorboard else False
+    trainer = L.Trainer(
+        accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=strategy,
+        precision=config.precision.name, max_epochs=tr.iterations, logger=logger,
+        callbacks=[AdapterCheckpoint(ckpt_root, tr.checkpoint_every, tr.keep_last)],
+        enable_checkpointing=False, log_every_n_steps=1, enable_progress_bar=tr.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir),
+    )
+    return trainer, module, resume_path(config.resume, ckpt_root)
+
+
+def resume_path(resume: str | None, ckpt_root: Path) -> str | None:
+    """Lightning checkpoint to continue from: "auto" picks the newest complete one, if any."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = ckpt.latest_checkpoint(ckpt_root)
+        return str(found / ckpt.TRAINER_STATE) if found else None
+    path = Path(resume)
+    if not ckpt.is_complete(path):
+        raise ConfigError(f"resume={resume!r}: not a complete lorarl checkpoint directory")
+    return str(path / ckpt.TRAINER_STATE)

@@ -1,0 +1,60 @@
+"""Base causal LMs: a tiny Qwen2 built in code (offline default) or a pretrained checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
+
+
+@dataclass
+class TinyModelSpec:
+    """Shape of the built-in random-weight Qwen2 (a real architecture, just small)."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 128
+    max_positions: int = 4096
+    # HF's default 0.02 gives near-zero logits; behind RMSNorm a LoRA on the (unadapted-by-default)
+    # lm_head inputs can then move logits by ~1 nat only, and the policy can never become peaked.
+    initializer_range: float = 0.2
+    init_seed: int = 0  # base weights depend only on this, so every run shares one base model
+
+
+def build_tiny_model(spec: TinyModelSpec, vocab_size: int, eos_token_id: int, pad_token_id: int) -> PreTrainedModel:
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_positions,
+        initializer_range=spec.initializer_range,
+        tie_word_embeddings=False,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+    )
+    # A private generator keeps the global RNG stream (sampling, LoRA init) untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def load_pretrained_model(path: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated transformer blocks (FSDP2 shards and checkpoints at this granularity)."""
+    no_split = set(getattr(_unwrap(model), "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in no_split]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    base = getattr(model, "get_base_model", None)
+    return base() if callable(base) else model

@@ -1,0 +1,108 @@
+"""How each distributed strategy treats the policy: sharding, gradient sync, clipping,
+generation and gathering the trainable state for saving.
+
+A PPO iteration runs many backward passes inside one Lightning ``training_step``: under manual
+optimization Lightning's DDP re-arms the reducer before each one (``prepare_for_backward``),
+FSDP2 reduce-scatters per backward by itself, and DeepSpeed's engine owns backward/step/clipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from lorarl.models import decoder_layers
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+class ShardingPlan:
+    """Single process and DDP (replicated weights; Lightning's DDP syncs every manual backward)."""
+
+    synced_generate = False
+
+    def apply(self, policy: nn.Module, device_mesh=None) -> None:
+        pass
+
+    def clip_grad_norm(self, policy: nn.Module, max_norm: float | None) -> float:
+        params = [p for p in _trainable(policy) if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+    def generation_context(self, policy: nn.Module):
+        return contextlib.nullcontext()
+
+    def trainable_state_dict(self, policy: nn.Module) -> dict[str, torch.Tensor]:
+        """Full (unsharded) trainable tensors on CPU, keyed like ``policy.state_dict()``.
+        A collective under sharded strategies: call it on every rank."""
+        return {n: p.detach().cpu().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+class FSDP2Plan(ShardingPlan):
+    """FSDP2 (``fully_shard``) under Lightning's ModelParallelStrategy.
+
+    Each decoder layer is its own unit; the LM and the value head are separate roots so that
+    ``generate`` (registered as an FSDP forward method) never touches the critic.
+    """
+
+    synced_generate = True  # sharded weights: every rank runs every decoding step
+
+    def __init__(self, activation_checkpointing: bool = False):
+        self.activation_checkpointing = activation_checkpointing
+
+    def apply(self, policy: nn.Module, device_mesh=None) -> None:
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        mesh = device_mesh["data_parallel"] if device_mesh is not None else None
+        for layer in decoder_layers(policy.lm):
+            fully_shard(layer, mesh=mesh)
+        fully_shard(policy.lm, mesh=mesh)
+        register_fsdp_forward_method(policy.lm, "generate")
+        for extra in (policy.value_head, policy.reference):
+            if extra is not None:
+                fully_shard(extra, mesh=mesh)
+
+    def trainable_state_dict(self, policy: nn.Module) -> dict[str, torch.Tensor]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        return get_model_state_dict(policy, options=options)
+
+
+class DeepSpeedPlan(ShardingPlan):
+    """DeepSpeed ZeRO-2/3 under Lightning's DeepSpeedStrategy (CUDA only).
+
+    The engine all-reduces/partitions gradients and clips them (``gradient_clipping`` in its
+    config); every minibatch is one engine step, so no accumulation boundary is ever crossed.
+    Under ZeRO-3 parameters are gathered around generation (token-by-token decoding would
+    otherwise all-gather every layer for every token) and around saving.
+    """
+
+    def __init__(self, stage: int):
+        self.stage = stage
+
+    def apply(self, policy: nn.Module, device_mesh=None) -> None:
+        pass  # the engine partitions at setup
+
+    def clip_grad_norm(self, policy: nn.Module, max_norm: float | None) -> float:
+        return 0.0  # clipped inside engine.step(); the norm is logged by DeepSpeed itself
+
+    def generation_context(self, policy: nn.Module):
+        if self.stage < 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(policy.lm.parameters()), modifier_rank=None)
+
+    def trainable_state_dict(self, policy: nn.Module) -> dict[str, torch.Tensor]:
+        if self.stage < 3:
+            return super().trainable_state_dict(policy)
+        import deepspeed
+
+        named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
+            return {n: p.detach().cpu().clone() for n, p in named}

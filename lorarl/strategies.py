@@ -1,0 +1,64 @@
+"""Build the Lightning strategy and the matching ShardingPlan from a strategy name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from lorarl.sharding import DeepSpeedPlan, FSDP2Plan, ShardingPlan
+
+STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
+
+
+@dataclass
+class StrategySpec:
+    name: str = "auto"  # auto | ddp | fsdp (FSDP2) | deepspeed_stage_2 | deepspeed_stage_3
+    activation_checkpointing: bool = False  # recompute decoder activations in backward
+    offload_optimizer: bool = False  # DeepSpeed only: keep optimizer state on CPU
+    process_group_backend: Optional[str] = None  # nccl on GPU, gloo on CPU when unset
+
+
+def deepspeed_config(stage: int, max_grad_norm: float | None, offload_optimizer: bool) -> dict:
+    """ZeRO config. Micro-batch = the PPO minibatch and no engine-side accumulation: lorarl
+    steps once per minibatch, so DeepSpeed never drops gradients at an accumulation boundary."""
+    zero: dict = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = False  # adapters are gathered by lorarl
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": float(max_grad_norm or 0.0),  # 0 disables clipping
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def build_strategy(spec: StrategySpec, max_grad_norm: float | None):
+    """Returns (strategy for ``L.Trainer``, ShardingPlan for the module)."""
+    if spec.name not in STRATEGIES:
+        raise ValueError(f"strategy.name={spec.name!r}: expected one of {', '.join(STRATEGIES)}")
+    if spec.name == "auto":
+        return "auto", ShardingPlan()
+    if spec.name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(process_group_backend=spec.process_group_backend), ShardingPlan()
+    if spec.name == "fsdp":
+        # FSDP2 via ModelParallelStrategy: it runs on CPU (gloo) too, unlike FSDPStrategy (FSDP1).
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = ModelParallelStrategy(data_parallel_size="auto", tensor_parallel_size=1, save_distributed_checkpoint=False)
+        if spec.process_group_backend:
+            strategy._process_group_backend = spec.process_group_backend
+        return strategy, FSDP2Plan(spec.activation_checkpointing)
+    if not torch.cuda.is_available():
+        raise ValueError(f"strategy.name={spec.name}: DeepSpeed needs CUDA GPUs; on CPU use ddp or fsdp")
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    stage = int(spec.name[-1])
+    config = deepspeed_config(stage, max_grad_norm, spec.offload_optimizer)
+    return DeepSpeedStrategy(config=config), DeepSpeedPlan(stage)
