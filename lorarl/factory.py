@@ -23,7 +23,7 @@ from lorarl.module import LoopSpec, PPOSpec, RLModule
 from lorarl.policy import Policy
 from lorarl.rollout import RolloutCollector
 from lorarl.schema import ConfigError, EnvConfig, ModelConfig, TrainConfig
-from lorarl.strategies import build_strategy
+from lorarl.strategies import build_strategy, world_size
 from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer
 
 BASE_MODEL_DIR = "base_model"
@@ -74,6 +74,11 @@ def build_envs(env: EnvConfig, count: int) -> list[gym.Env]:
 def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLModule, str | None]:
     run_dir = Path(run_dir)
     alg, tr = config.algorithm, config.trainer
+    try:  # first: a strategy this machine cannot run should fail before any model is built
+        size = world_size(tr.devices, tr.num_nodes, tr.accelerator)
+        strategy, plan = build_strategy(config.strategy, alg.optim.max_grad_norm, size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
     tok, lm, base_path = build_base(config.model, run_dir, dtype)
     if config.strategy.activation_checkpointing:
@@ -82,10 +87,6 @@ def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLMo
     collector = RolloutCollector(
         build_envs(config.env, config.env.envs_per_rank), tok, alg.sampling, config.reward, config.env.system_prompt
     )
-    try:
-        strategy, plan = build_strategy(config.strategy, alg.optim.max_grad_norm)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
     loop = LoopSpec(
         iterations=tr.iterations, envs_per_rank=config.env.envs_per_rank, group_size=alg.group_size, seed=tr.seed,
         logprob_tolerance=config.precision.logprob_tolerance, transcripts_every=tr.transcripts_every,

@@ -107,6 +107,9 @@ class TrainConfig:
 
 def load(cfg: DictConfig) -> TrainConfig:
     """Composed Hydra config -> validated TrainConfig, or ConfigError with a one-line message."""
+    missing = sorted(OmegaConf.missing_keys(cfg))  # merging onto the schema would hide '???'
+    if missing:
+        raise ConfigError(f"{missing[0]}: a value is required (e.g. {missing[0]}=...)")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
         config = OmegaConf.to_object(merged)
@@ -162,3 +165,24 @@ def validate(c: TrainConfig) -> None:
     uses_kl = alg.kl_coef > 0
     _need(not (uses_kl and c.strategy.name.startswith("deepspeed") and not (lora.enabled and lora.rank > 0)),
           "algorithm.kl_coef", alg.kl_coef, "full fine-tuning with KL under DeepSpeed is not supported; use LoRA")
+
+
+def check_overrides(config_dir: str, config_name: str, overrides: list[str]) -> None:
+    """Compose and validate like Hydra will, turning Hydra's multi-line composition errors
+    (unknown option of a group, unknown key, bad override syntax) into one-line ConfigErrors."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException
+
+    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir, version_base="1.3"):
+            load(compose(config_name, overrides=user))
+    except MissingConfigException as e:
+        options = getattr(e, "options", None) or []
+        where = str(e).splitlines()[0].replace("In 'config': ", "")
+        raise ConfigError(f"{where}; available: {', '.join(options)}" if options else where) from None
+    except HydraException as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
+        detail = next((ln for ln in lines if "not in struct" in ln or "Error" in ln or "mismatched" in ln), lines[-1])
+        raise ConfigError(f"{key}: {detail}" if key else f"{lines[0]} {detail}".strip()) from None

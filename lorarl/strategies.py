@@ -37,7 +37,7 @@ def deepspeed_config(stage: int, max_grad_norm: float | None, offload_optimizer:
     }
 
 
-def build_strategy(spec: StrategySpec, max_grad_norm: float | None):
+def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: int):
     """Returns (strategy for ``L.Trainer``, ShardingPlan for the module)."""
     if spec.name not in STRATEGIES:
         raise ValueError(f"strategy.name={spec.name!r}: expected one of {', '.join(STRATEGIES)}")
@@ -51,7 +51,10 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None):
         # FSDP2 via ModelParallelStrategy: it runs on CPU (gloo) too, unlike FSDPStrategy (FSDP1).
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        strategy = ModelParallelStrategy(data_parallel_size="auto", tensor_parallel_size=1, save_distributed_checkpoint=False)
+        # Pure data-parallel sharding: every process holds one shard ("auto" would mean one per node).
+        strategy = ModelParallelStrategy(
+            data_parallel_size=world_size, tensor_parallel_size=1, save_distributed_checkpoint=False
+        )
         if spec.process_group_backend:
             strategy._process_group_backend = spec.process_group_backend
         return strategy, FSDP2Plan(spec.activation_checkpointing)
@@ -62,3 +65,15 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None):
     stage = int(spec.name[-1])
     config = deepspeed_config(stage, max_grad_norm, spec.offload_optimizer)
     return DeepSpeedStrategy(config=config), DeepSpeedPlan(stage)
+
+
+def world_size(devices, num_nodes: int, accelerator: str) -> int:
+    """Processes a Trainer with these settings will start."""
+    if isinstance(devices, (list, tuple)):
+        per_node = len(devices)
+    elif devices in ("auto", -1, "-1"):
+        use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        per_node = torch.cuda.device_count() if use_gpu else 1
+    else:
+        per_node = int(devices)
+    return per_node * num_nodes

@@ -1,0 +1,41 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def compose(overrides: list[str]):
+    """Compose conf/ exactly as train.py does and return the validated TrainConfig."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from lorarl.schema import load
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return load(hydra_compose("config", overrides=overrides))
+
+
+def run_train(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    from lorarl.tokenizer import build_byte_tokenizer
+
+    return build_byte_tokenizer()
+
+
+@pytest.fixture
+def tiny_lm(tiny_tokenizer):
+    from lorarl.models import TinyModelSpec, build_tiny_model
+
+    return build_tiny_model(TinyModelSpec(), len(tiny_tokenizer), tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id)
