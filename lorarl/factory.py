@@ -79,6 +79,9 @@ def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLMo
         strategy, plan = build_strategy(config.strategy, alg.optim.max_grad_norm, size)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    # Before anything random is built: LoRA's A matrices and the value head must come out the
+    # same in every run and on every rank, or resumed and distributed runs diverge.
+    L.seed_everything(tr.seed, workers=True, verbose=False)
     dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
     tok, lm, base_path = build_base(config.model, run_dir, dtype)
     if config.strategy.activation_checkpointing:

@@ -1,0 +1,176 @@
+"""The real entrypoint and the real loop on composed configs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import envs  # noqa: F401
+from conftest import ROOT, compose, run_train
+from lorarl.factory import build_run
+
+FAST = ["trainer.progress_bar=false", "trainer.transcripts_every=1"]
+
+
+def _peft_load(ckpt: Path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg = json.loads((ckpt / "adapter_config.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(cfg["base_model_name_or_path"])
+    return PeftModel.from_pretrained(base, str(ckpt)).eval()
+
+
+def test_default_train_py_completes_and_leaves_user_files(tmp_path):
+    proc = run_train([f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / ".hydra" / "config.yaml").exists()  # the composed config
+    assert list((tmp_path / "tb").glob("events.out.tfevents*"))
+    ckpts = sorted((tmp_path / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["iter_000020", "iter_000040", "iter_000060"]
+    for c in ckpts:
+        for f in ("adapter_config.json", "adapter_model.safetensors", "training_stats.json", "trainer_state.pt"):
+            assert (c / f).exists(), f"{c / f} missing"
+    stats = json.loads((ckpts[-1] / "training_stats.json").read_text())
+    assert stats["iteration"] == 60 and sum(stats["outcome_counts"].values()) == 16
+    for key in ("rollout/reward_mean", "rollout/success_rate", "rollout/kl_to_base_k3", "train/policy_loss"):
+        assert key in stats["metrics"]
+    # TensorBoard carries every metric family and transcripts
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("rollout/reward_mean", "rollout/success_rate", "outcome/correct", "rollout/episode_turns",
+                "train/policy_loss", "train/entropy", "train/approx_kl_k3", "rollout/kl_to_base_k3",
+                "train/clip_frac", "train/value_loss", "train/explained_variance", "train/grad_norm", "train/lr",
+                "perf/rollout_tokens_per_s", "perf/train_tokens_per_s", "check/logprob_max_abs_dev"):
+        assert tag in tags, tag
+    assert acc.Tags()["tensors"], "no transcripts logged"
+
+
+def test_saved_adapter_loads_with_plain_peft_and_matches_trained_module(tmp_path):
+    config = compose(FAST + ["trainer.iterations=3", "trainer.checkpoint_every=0"])
+    trainer, module, _ = build_run(config, tmp_path)
+    base_before = {n: p.detach().clone() for n, p in module.policy.named_parameters() if not p.requires_grad}
+    lora_before = {n: p.detach().clone() for n, p in module.policy.named_parameters() if "lora_" in n}
+    head_before = module.policy.value_head.weight.detach().clone()
+    trainer.fit(module)
+    params = dict(module.policy.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in base_before.items()), "a base weight changed"
+    assert any(not torch.equal(params[n], v) for n, v in lora_before.items()), "no LoRA weight changed"
+    assert not torch.equal(module.policy.value_head.weight, head_before), "value head did not train"
+    ckpt = tmp_path / "checkpoints" / "iter_000003"
+    loaded = _peft_load(ckpt)
+    ids = torch.tensor([[257, 84, 82, 68, 81, 198, 71, 64, 258, 198]])
+    module.policy.eval()
+    with torch.no_grad():
+        ours = module.policy.lm(input_ids=ids).logits
+        theirs = loaded(input_ids=ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    head = load_file(str(ckpt / "value_head.safetensors"))
+    assert torch.equal(head["weight"], module.policy.value_head.weight.detach().cpu())
+
+
+def _reward_curve(overrides, run_dir):
+    import lightning as L
+
+    curve = []
+
+    class Record(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            curve.append(module.last_stats["rollout/reward_mean"])
+
+    trainer, module, _ = build_run(compose(FAST + ["trainer.checkpoint_every=0"] + overrides), run_dir)
+    trainer.callbacks.append(Record())
+    trainer.fit(module)
+    return curve
+
+
+def test_policy_learns_on_toy_env_and_not_with_zero_lr(tmp_path):
+    learn = _reward_curve(["trainer.iterations=40"], tmp_path / "a")
+    frozen = _reward_curve(["trainer.iterations=40", "algorithm.optim.lr=0"], tmp_path / "b")
+    start, end = sum(learn[:5]) / 5, sum(learn[-5:]) / 5
+    f_start, f_end = sum(frozen[:5]) / 5, sum(frozen[-5:]) / 5
+    print(f"learning curve: start {start:.3f} end {end:.3f}; lr=0: start {f_start:.3f} end {f_end:.3f}")
+    assert learn[0] == frozen[0]  # same seed, same first batch
+    assert end > start + 0.1, learn
+    assert f_end < f_start + 0.05, frozen
+
+
+def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(tmp_path):
+    common = ["trainer.progress_bar=false", "trainer.checkpoint_every=2", "env.envs_per_rank=8"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_train(common + ["trainer.iterations=4", f"hydra.run.dir={a}"]).returncode == 0
+    assert run_train(common + ["trainer.iterations=2", f"hydra.run.dir={b}"]).returncode == 0
+    # a half-written checkpoint (killed mid-save) must not be picked up
+    (b / "checkpoints" / ".tmp-iter_000003").mkdir()
+    (b / "checkpoints" / "iter_000003").mkdir()
+    resumed = run_train(common + ["trainer.iterations=4", f"hydra.run.dir={b}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "iter_000002/trainer_state.pt" in resumed.stderr
+    for f in ("adapter_model.safetensors", "value_head.safetensors"):
+        ta, tb = load_file(str(a / "checkpoints/iter_000004" / f)), load_file(str(b / "checkpoints/iter_000004" / f))
+        assert ta.keys() == tb.keys()
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), f"{f} differs after resume"
+    sa = json.loads((a / "checkpoints/iter_000004/training_stats.json").read_text())
+    sb = json.loads((b / "checkpoints/iter_000004/training_stats.json").read_text())
+    assert sa["global_step"] == sb["global_step"]
+    assert sa["metrics"]["rollout/reward_mean"] == sb["metrics"]["rollout/reward_mean"]
+
+
+@pytest.mark.parametrize("advantage", ["grpo", "reinforce"])
+def test_other_algorithms_and_full_finetune_run(tmp_path, advantage):
+    config = compose(FAST + ["trainer.iterations=2", f"algorithm={advantage}", "model.lora.rank=0", "algorithm.kl_coef=0.05"])
+    trainer, module, _ = build_run(config, tmp_path)
+    before = {n: p.detach().clone() for n, p in module.policy.lm.named_parameters()}
+    trainer.fit(module)
+    after = dict(module.policy.lm.named_parameters())
+    assert module.policy.value_head is None
+    assert sum(not torch.equal(after[n], v) for n, v in before.items()) > len(before) // 2  # full FT moves base weights
+    assert (tmp_path / "checkpoints/iter_000002/model.safetensors").exists()
+    assert "rollout/kl_to_base_k3" in module.last_stats
+
+
+def test_logprob_mismatch_fails_loudly(tmp_path):
+    config = compose(FAST + ["trainer.iterations=1"])
+    trainer, module, _ = build_run(config, tmp_path)
+    real_generate = module.policy.generate
+
+    def stale_generate(*args, **kwargs):  # simulate sampling with weights that differ from training
+        gen = real_generate(*args, **kwargs)
+        gen.logprobs += 0.5
+        return gen
+
+    module.policy.generate = stale_generate
+    with pytest.raises(RuntimeError, match="logprob_tolerance"):
+        trainer.fit(module)
+
+
+@pytest.mark.distributed
+def test_ddp_two_processes_sync_gradients(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    args = ["strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.iterations=2",
+            "env.envs_per_rank=8", "algorithm.minibatch_size=4", "trainer.progress_bar=false"]
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/ddp_sync_script.py"), str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert "SYNC_OK world=2" in proc.stdout, proc.stderr[-3000:]
+    assert _peft_load(tmp_path / "checkpoints/iter_000002") is not None
+
+
+@pytest.mark.distributed
+def test_fsdp2_two_processes_train_and_save_loadable_adapter(tmp_path):
+    proc = run_train(["strategy=fsdp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.iterations=2",
+                      "env.envs_per_rank=8", "trainer.progress_bar=false", "model.lora.rank=4", f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = tmp_path / "checkpoints/iter_000002"
+    model = _peft_load(ckpt)
+    tensors = load_file(str(ckpt / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items()), "adapter did not train"
+    assert tensors[next(k for k in tensors if "lora_A" in k)].shape[0] == 4
+    assert model is not None
