@@ -121,13 +121,16 @@ class RolloutCollector:
         group_ids: Sequence[int],
         synced_gpus: bool = False,
         any_rank_active: Callable[[bool], bool] = bool,
+        reset_options: Sequence[dict | None] | None = None,
     ) -> list[Episode]:
         """One episode per env. Under sharded strategies every rank must join every generate():
         ``any_rank_active`` (an all-reduce) keeps a rank whose episodes are over stepping with a
-        dummy row until all ranks are done."""
+        dummy row until all ranks are done. ``reset_options`` (e.g. ``{"task_index": i}``) lets an
+        evaluation walk a task file in order instead of drawing tasks by seed."""
         if not len(seeds) == len(self.envs) == len(group_ids):
             raise ValueError(f"{len(seeds)} seeds and {len(group_ids)} groups for {len(self.envs)} envs")
-        episodes = [self._start(env, s, g) for env, s, g in zip(self.envs, seeds, group_ids)]
+        options = reset_options or [None] * len(seeds)
+        episodes = [self._start(env, s, g, o) for env, s, g, o in zip(self.envs, seeds, group_ids, options)]
         device = next(policy.parameters()).device
         while any_rank_active(any(not e.done for e in episodes)):
             active = [i for i, e in enumerate(episodes) if not e.done]
@@ -142,8 +145,8 @@ class RolloutCollector:
                 self._step(i, episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())
         return episodes
 
-    def _start(self, env, seed: int, group_id: int) -> Episode:
-        obs, info = env.reset(seed=seed)
+    def _start(self, env, seed: int, group_id: int, options: dict | None = None) -> Episode:
+        obs, info = env.reset(seed=seed, options=options)
         ep = Episode(group_id=group_id, seed=seed, task_type=str(info.get("task_type", "default")))
         ep.extend(self.framer.first(obs), is_action=False)
         ep.messages.append({"role": "user", "content": obs})

@@ -25,9 +25,9 @@ def test_invalid_values_name_the_key(override, needle):
 
 
 def test_valid_overrides_compose():
-    c = compose(["strategy=fsdp", "model.lora.rank=32", "algorithm=grpo", "precision=bf16-true", "env.kwargs.max_turns=3"])
+    c = compose(["strategy=fsdp", "model.lora.rank=32", "algorithm=grpo", "precision=bf16-true", "env.kwargs.max_rounds=3"])
     assert c.strategy.name == "fsdp" and c.model.lora.rank == 32 and c.algorithm.advantage == "grpo"
-    assert c.precision.name == "bf16-true" and c.env.kwargs["max_turns"] == 3
+    assert c.precision.name == "bf16-true" and c.env.kwargs["max_rounds"] == 3
 
 
 @pytest.mark.parametrize(

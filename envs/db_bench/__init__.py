@@ -1,0 +1,1 @@
+"""DBBench: answer questions and modify tables with SQL on a per-episode SQLite database."""
