@@ -105,19 +105,51 @@ class TrainConfig:
     resume: Optional[str] = "auto"  # "auto": latest checkpoint of this run dir; a path; or null
 
 
-def load(cfg: DictConfig) -> TrainConfig:
-    """Composed Hydra config -> validated TrainConfig, or ConfigError with a one-line message."""
+@dataclass
+class EvalSampling:
+    sampling: SamplingSpec = field(default_factory=lambda: SamplingSpec(greedy=True))
+
+
+@dataclass
+class EvalConfig:
+    adapter: Optional[str] = None  # checkpoint dir, or "none" for the base model
+    compare: list[str] = field(default_factory=list)
+    model_path: Optional[str] = None
+    mode: str = "evaluate"
+    use_merged: bool = False
+    merged_path: Optional[str] = None
+    num_samples: int = 32
+    seed: int = 12345
+    by_task_index: bool = False
+    report: Optional[str] = None
+    log_dir: Optional[str] = None
+    env: EnvConfig = field(default_factory=EnvConfig)
+    reward: RewardTable = field(default_factory=RewardTable)
+    algorithm: EvalSampling = field(default_factory=EvalSampling)
+
+
+def validate_eval(c: EvalConfig) -> None:
+    _need(c.adapter is not None, "adapter", c.adapter, "give a checkpoint directory or none")
+    _choice("mode", c.mode, ("evaluate", "merge", "both"))
+    _need(c.mode == "evaluate" or c.merged_path, "merged_path", c.merged_path, f"required with mode={c.mode}")
+    _need(not c.use_merged or c.merged_path, "merged_path", c.merged_path, "required with use_merged=true")
+    _need(c.num_samples >= 1, "num_samples", c.num_samples, "must be >= 1")
+    _need(c.env.envs_per_rank >= 1, "env.envs_per_rank", c.env.envs_per_rank, "must be >= 1")
+
+
+def load(cfg: DictConfig, schema=TrainConfig, check=None):
+    """Composed Hydra config -> validated schema object, or ConfigError with a one-line message."""
     missing = sorted(OmegaConf.missing_keys(cfg))  # merging onto the schema would hide '???'
     if missing:
         raise ConfigError(f"{missing[0]}: a value is required (e.g. {missing[0]}=...)")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         msg = str(e).splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
-    validate(config)
+    (check or validate)(config)
     return config
 
 
@@ -167,7 +199,7 @@ def validate(c: TrainConfig) -> None:
           "algorithm.kl_coef", alg.kl_coef, "full fine-tuning with KL under DeepSpeed is not supported; use LoRA")
 
 
-def check_overrides(config_dir: str, config_name: str, overrides: list[str]) -> None:
+def check_overrides(config_dir: str, config_name: str, overrides: list[str], schema=TrainConfig, check=None) -> None:
     """Compose and validate like Hydra will, turning Hydra's multi-line composition errors
     (unknown option of a group, unknown key, bad override syntax) into one-line ConfigErrors."""
     from hydra import compose, initialize_config_dir
@@ -176,7 +208,7 @@ def check_overrides(config_dir: str, config_name: str, overrides: list[str]) -> 
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
         with initialize_config_dir(config_dir, version_base="1.3"):
-            load(compose(config_name, overrides=user))
+            load(compose(config_name, overrides=user), schema, check)
     except MissingConfigException as e:
         options = getattr(e, "options", None) or []
         where = str(e).splitlines()[0].replace("In 'config': ", "")
