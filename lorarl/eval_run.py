@@ -32,7 +32,7 @@ def _load(name: str, config: EvalConfig, merge: bool):
 
 
 def run_evaluation(config: EvalConfig) -> dict[str, dict]:
-    spec = EvalSpec(config.num_samples, config.env.envs_per_rank, config.seed, config.by_task_index)
+    spec = EvalSpec(config.num_samples, config.seed, config.by_task_index)
     envs = build_envs(config.env, min(config.env.envs_per_rank, config.num_samples))
     results = {}
     for name in [config.adapter, *config.compare]:

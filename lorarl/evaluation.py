@@ -26,8 +26,7 @@ class EvalError(ValueError):
 
 @dataclass
 class EvalSpec:
-    num_samples: int = 32  # episodes
-    batch_size: int = 16  # episodes generated together
+    num_samples: int = 32  # episodes (generated len(collector.envs) at a time)
     seed: int = 12345  # task seeds: seed + i (kept away from training's seed range by default)
     by_task_index: bool = False  # walk a task file in order (task i = episode i) instead of seeding
 
@@ -54,8 +53,13 @@ def attach_adapter(base: torch.nn.Module, adapter_dir: str | Path, merge: bool) 
 
 
 def evaluate(lm: torch.nn.Module, collector: RolloutCollector, spec: EvalSpec) -> tuple[list[Episode], float]:
-    """Run spec.num_samples episodes; returns (episodes, generated tokens per second)."""
-    policy = Policy(lm, with_value_head=False, keep_reference=False).eval()
+    """Run spec.num_samples episodes with a bare LM; returns (episodes, generated tokens/s)."""
+    return evaluate_policy(Policy(lm, with_value_head=False, keep_reference=False).eval(), collector, spec)
+
+
+def evaluate_policy(policy: Policy, collector: RolloutCollector, spec: EvalSpec, synced_gpus: bool = False,
+                    any_rank_active=bool) -> tuple[list[Episode], float]:
+    """Same as ``evaluate`` for a training Policy (sharded ones too: pass the rank sync)."""
     n_envs = len(collector.envs)
     episodes, tokens, start = [], 0, time.perf_counter()
     for first in range(0, spec.num_samples, n_envs):
@@ -63,7 +67,7 @@ def evaluate(lm: torch.nn.Module, collector: RolloutCollector, spec: EvalSpec) -
         collector.envs, all_envs = collector.envs[: len(ids)], collector.envs
         try:
             opts = [{"task_index": i} for i in ids] if spec.by_task_index else None
-            batch = collector.collect(policy, [spec.seed + i for i in ids], ids, reset_options=opts)
+            batch = collector.collect(policy, [spec.seed + i for i in ids], ids, synced_gpus, any_rank_active, opts)
         finally:
             collector.envs = all_envs
         episodes += batch

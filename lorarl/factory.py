@@ -7,7 +7,7 @@ arguments. ``train.py`` and ``evaluate.py`` call these builders.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,7 +16,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lorarl import checkpointing as ckpt
-from lorarl.callbacks import AdapterCheckpoint
+from lorarl.callbacks import AdapterCheckpoint, PeriodicEvaluation
+from lorarl.evaluation import EvalSpec
 from lorarl.lora import LoraSpec, apply_lora, is_lora
 from lorarl.models import build_tiny_model, load_pretrained_model
 from lorarl.module import LoopSpec, PPOSpec, RLModule
@@ -97,16 +98,21 @@ def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLMo
     )
     ppo = PPOSpec(**{f.name: getattr(alg, f.name) for f in fields(PPOSpec)})  # AlgorithmConfig extends PPOSpec
     module = RLModule(policy, collector, ppo, alg.optim, loop, plan)
-    ckpt_root = run_dir / "checkpoints"
+    callbacks = [AdapterCheckpoint(run_dir / "checkpoints", tr.checkpoint_every, tr.keep_last)]
+    if tr.eval_every:
+        greedy = replace(alg.sampling, greedy=True)
+        eval_collector = RolloutCollector(build_envs(config.env, min(config.env.envs_per_rank, tr.eval_samples)), tok,
+                                          greedy, config.reward, config.env.system_prompt)
+        callbacks.append(PeriodicEvaluation(eval_collector, EvalSpec(tr.eval_samples, seed=tr.eval_seed), tr.eval_every))
     logger = TensorBoardLogger(str(run_dir), name=config.logger.name, version="") if config.logger.tensorboard else False
     trainer = L.Trainer(
         accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=strategy,
         precision=config.precision.name, max_epochs=tr.iterations, logger=logger,
-        callbacks=[AdapterCheckpoint(ckpt_root, tr.checkpoint_every, tr.keep_last)],
+        callbacks=callbacks,
         enable_checkpointing=False, log_every_n_steps=1, enable_progress_bar=tr.progress_bar,
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir),
     )
-    return trainer, module, resume_path(config.resume, ckpt_root)
+    return trainer, module, resume_path(config.resume, run_dir / "checkpoints")
 
 
 def resume_path(resume: str | None, ckpt_root: Path) -> str | None:

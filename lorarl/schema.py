@@ -82,6 +82,9 @@ class TrainerConfig:
     keep_last: Optional[int] = None
     transcripts_every: int = 5
     transcripts_count: int = 2
+    eval_every: int = 0
+    eval_samples: int = 16
+    eval_seed: int = 1_000_000_000
     progress_bar: bool = True
 
 

@@ -1,3 +1,4 @@
 from lorarl.callbacks.checkpoint import AdapterCheckpoint
+from lorarl.callbacks.evaluation import PeriodicEvaluation
 
-__all__ = ["AdapterCheckpoint"]
+__all__ = ["AdapterCheckpoint", "PeriodicEvaluation"]

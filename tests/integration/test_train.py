@@ -174,3 +174,14 @@ def test_fsdp2_two_processes_train_and_save_loadable_adapter(tmp_path):
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items()), "adapter did not train"
     assert tensors[next(k for k in tensors if "lora_A" in k)].shape[0] == 4
     assert model is not None
+
+
+def test_periodic_evaluation_logs_held_out_metrics(tmp_path):
+    from lorarl.callbacks import PeriodicEvaluation
+
+    config = compose(FAST + ["trainer.iterations=2", "trainer.eval_every=1", "trainer.eval_samples=6", "env.envs_per_rank=4"])
+    trainer, module, _ = build_run(config, tmp_path)
+    trainer.fit(module)
+    (cb,) = [c for c in trainer.callbacks if isinstance(c, PeriodicEvaluation)]
+    assert [h["iteration"] for h in cb.history] == [1, 2] and all(h["episodes"] == 6 for h in cb.history)
+    assert "eval/success_rate" in trainer.callback_metrics and "eval/outcome/incorrect" in trainer.callback_metrics
