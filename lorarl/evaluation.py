@@ -64,12 +64,8 @@ def evaluate_policy(policy: Policy, collector: RolloutCollector, spec: EvalSpec,
     episodes, tokens, start = [], 0, time.perf_counter()
     for first in range(0, spec.num_samples, n_envs):
         ids = list(range(first, min(first + n_envs, spec.num_samples)))
-        collector.envs, all_envs = collector.envs[: len(ids)], collector.envs
-        try:
-            opts = [{"task_index": i} for i in ids] if spec.by_task_index else None
-            batch = collector.collect(policy, [spec.seed + i for i in ids], ids, synced_gpus, any_rank_active, opts)
-        finally:
-            collector.envs = all_envs
+        opts = [{"task_index": i} for i in ids] if spec.by_task_index else None
+        batch = collector.collect(policy, [spec.seed + i for i in ids], ids, synced_gpus, any_rank_active, opts)
         episodes += batch
         tokens += sum(sum(e.action_mask) for e in batch)
     return episodes, tokens / max(time.perf_counter() - start, 1e-9)

@@ -11,6 +11,7 @@ the optimizer and the few numbers that must survive a resume (the REINFORCE base
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -145,10 +146,17 @@ class RLModule(L.LightningModule):
         first = (iteration * self.trainer.world_size + self.global_rank) * tasks
         seeds = [self.loop.seed * 1_000_003 + first + i // self.loop.group_size for i in range(self.loop.envs_per_rank)]
         groups = [i // self.loop.group_size for i in range(self.loop.envs_per_rank)]
-        self.policy.eval()  # no dropout while sampling: old logprobs are the eval-mode policy's
+        with self.sampling_mode():
+            return self.collector.collect(self.policy, seeds, groups, self.sharding.synced_generate, self._any_rank)
+
+    @contextlib.contextmanager
+    def sampling_mode(self):
+        """Eval mode (no dropout: old logprobs are the eval-mode policy's) inside the strategy's
+        generation context (ZeRO-3 gathers), back to train mode after."""
+        self.policy.eval()
         try:
             with self.sharding.generation_context(self.policy):
-                return self.collector.collect(self.policy, seeds, groups, self.sharding.synced_generate, self._any_rank)
+                yield
         finally:
             self.policy.train()
 

@@ -123,11 +123,11 @@ class RolloutCollector:
         any_rank_active: Callable[[bool], bool] = bool,
         reset_options: Sequence[dict | None] | None = None,
     ) -> list[Episode]:
-        """One episode per env. Under sharded strategies every rank must join every generate():
+        """One episode per seed, on the first len(seeds) envs. Under sharded strategies every rank must join every generate():
         ``any_rank_active`` (an all-reduce) keeps a rank whose episodes are over stepping with a
         dummy row until all ranks are done. ``reset_options`` (e.g. ``{"task_index": i}``) lets an
         evaluation walk a task file in order instead of drawing tasks by seed."""
-        if not len(seeds) == len(self.envs) == len(group_ids):
+        if len(seeds) != len(group_ids) or len(seeds) > len(self.envs):
             raise ValueError(f"{len(seeds)} seeds and {len(group_ids)} groups for {len(self.envs)} envs")
         options = reset_options or [None] * len(seeds)
         episodes = [self._start(env, s, g, o) for env, s, g, o in zip(self.envs, seeds, group_ids, options)]

@@ -21,13 +21,9 @@ class PeriodicEvaluation(L.Callback):
         done = trainer.current_epoch + 1
         if not self.every or done % self.every:
             return
-        module.policy.eval()
-        try:
-            with module.sharding.generation_context(module.policy):
-                episodes, tps = evaluate_policy(module.policy, self.collector, self.spec,
-                                                module.sharding.synced_generate, module._any_rank)
-        finally:
-            module.policy.train()
+        with module.sampling_mode():
+            episodes, tps = evaluate_policy(module.policy, self.collector, self.spec,
+                                            module.sharding.synced_generate, module._any_rank)
         m = summarize(episodes, tps)
         self.history.append({"iteration": done, **m})
         stats = {"eval/success_rate": m["success_rate"], "eval/mean_reward": m["mean_reward"], "eval/mean_rounds": m["mean_rounds"]}
