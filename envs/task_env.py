@@ -1,5 +1,6 @@
-"""What the task envs (db_bench, os_interaction) share: text spaces, picking a file task, and
-ending an episode with an AgentBench outcome label."""
+"""What the task envs (db_bench, os_interaction) share: text spaces, picking a file task, the step
+skeleton (round counting, environment failures), and ending an episode with an AgentBench
+outcome label."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from envs.text_space import text_space
 
 
 SOURCES = ("generator", "agentbench", "lifelong")
+PROMPT_FORMATS = ("text", "chat")
 
 
-def check_task_args(source: str, path: str | None, skills, known_skills) -> None:
-    """Constructor arguments both envs take: a task source, its file, generator skills."""
+class EnvFailure(RuntimeError):
+    """The environment itself broke (its database or sandbox died): the episode ends "env_error"."""
+
+
+def check_task_args(source: str, path, skills, known_skills, prompt_format: str = "text") -> None:
+    """Constructor arguments both envs take: a task source, its file(s), generator skills."""
     if source not in SOURCES:
         raise ValueError(f"source={source!r}: expected generator, agentbench or lifelong")
     if source != "generator" and not path:
@@ -20,11 +26,27 @@ def check_task_args(source: str, path: str | None, skills, known_skills) -> None
     unknown = set(skills or ()) - set(known_skills)
     if unknown:
         raise ValueError(f"unknown skills {sorted(unknown)}; known: {', '.join(known_skills)}")
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format={prompt_format!r}: expected text or chat")
+
+
+def positive(name: str, value, integer: bool = False) -> None:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value <= 0:
+        raise ValueError(f"{name}={value!r}: must be a positive {'integer' if integer else 'number'}")
 
 
 class TaskEnv(gym.Env):
-    """Subclasses set ``self.tasks`` (file tasks; empty for a generator) and implement ``_info()``
-    (the per-step info) and ``_release()`` (free the episode's database or sandbox)."""
+    """Subclasses set ``self.tasks`` (file tasks; empty for a generator) and implement
+    ``_step(text)`` (one reply: act on it or end the episode), ``_info()`` (the per-step info) and
+    ``_release()`` (free the episode's database or sandbox). ``_settle(outcome)`` may turn the
+    outcome of an ending episode into another (db_bench judges a modified table however the
+    episode ended, as AgentBench does).
+
+    Prompt formats: "text" puts everything the agent is told first in the observation; "chat"
+    follows AgentBench's conversation, where the instructions (and the one-shot example) are
+    earlier turns: ``info["history"]`` holds them as chat messages and the observation is the
+    last user turn."""
 
     metadata = {"render_modes": []}
 
@@ -34,6 +56,7 @@ class TaskEnv(gym.Env):
         self.tasks: list = []
         self.task_index = -1
         self.rounds = 0  # replies in the current episode
+        self.setup_error: str | None = None  # the episode cannot be played (-> env_error)
 
     @property
     def num_tasks(self) -> int | None:
@@ -47,11 +70,34 @@ class TaskEnv(gym.Env):
             return int(options["task_index"]) % len(self.tasks)
         return int(self.np_random.integers(len(self.tasks)))
 
+    def step(self, action: str):
+        self.rounds += 1
+        if self.setup_error:
+            return self._end(f"The environment failed: {self.setup_error}", "env_error", error=self.setup_error)
+        try:
+            return self._step(str(action))
+        except EnvFailure as e:
+            return self._end(f"The environment failed: {e}", "env_error", error=str(e))
+
+    def _continue(self, observation: str):
+        return observation, 0.0, False, False, self._info()
+
     def _end(self, observation: str, outcome: str, truncated: bool = False, **extra):
         """Reward 1 only for "correct"; trainers map ``info["outcome"]`` to their own table."""
+        if outcome != "env_error":
+            try:
+                outcome = self._settle(outcome)
+            except EnvFailure as e:
+                outcome, extra = "env_error", {**extra, "error": str(e)}
         info = {**self._info(), "outcome": outcome, **extra}
         self._release()
         return observation, float(outcome == "correct"), not truncated, truncated, info
+
+    def _settle(self, outcome: str) -> str:
+        return outcome
+
+    def _step(self, text: str):
+        raise NotImplementedError
 
     def _info(self) -> dict:
         raise NotImplementedError

@@ -65,8 +65,11 @@ class ChatFramer:
         self.system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         self.eos_id = tokenizer.eos_token_id
 
-    def first(self, observation: str) -> list[int]:
-        return self._ids(self._render(self.system + [{"role": "user", "content": observation}], True))
+    def first(self, observation: str, history: Sequence[dict] = ()) -> list[int]:
+        """The episode's prompt: system message, the env's earlier turns (``info["history"]``, e.g.
+        AgentBench's instructions and one-shot example), then the observation as a user turn."""
+        turns = [{"role": m["role"], "content": m["content"]} for m in history]
+        return self._ids(self._render(self.system + turns + [{"role": "user", "content": observation}], True))
 
     def next(self, observation: str) -> list[int]:
         """Tokens that follow an assistant reply ending in eos: env turn + generation prompt."""
@@ -148,8 +151,9 @@ class RolloutCollector:
     def _start(self, env, seed: int, group_id: int, options: dict | None = None) -> Episode:
         obs, info = env.reset(seed=seed, options=options)
         ep = Episode(group_id=group_id, seed=seed, task_type=str(info.get("task_type", "default")))
-        ep.extend(self.framer.first(obs), is_action=False)
-        ep.messages.append({"role": "user", "content": obs})
+        history = list(info.get("history") or [])
+        ep.extend(self.framer.first(obs, history), is_action=False)
+        ep.messages.extend([*history, {"role": "user", "content": obs}])
         return ep
 
     def _step(self, index: int, ep: Episode, new_ids: list[int], new_logprobs: list[float]) -> None:

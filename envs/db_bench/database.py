@@ -1,84 +1,153 @@
-"""A per-episode SQLite database that an untrusted agent may query.
+"""A per-episode SQLite database that an untrusted agent may query, in a worker process.
 
-Containment: in-memory only; ATTACH/DETACH, extension loading and PRAGMA writes are refused by
-an authorizer; a progress handler interrupts any statement past its time budget (huge cross
-joins, runaway recursive CTEs); string/blob sizes and fetched rows are capped.
+Containment (``_worker.py`` has the why): the database lives in a separate process with an
+address-space cap and no right to write files; ATTACH/DETACH, extension loading and PRAGMA writes
+are refused; pages (main and TEMP, both in memory) are capped; a progress handler interrupts slow
+statements, and a statement that does not yield to it is stopped by killing the worker. The
+database is then rebuilt from the task and the statements that changed it (the journal), so the
+episode goes on as if only the slow statement had failed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
-import time
+import json
+import select
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-_DENY = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
-_READ_ONLY_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "foreign_key_list"}
-MAX_ROWS = 1000
-MAX_VALUE_BYTES = 1_000_000
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+WORKER = Path(__file__).resolve().parent / "_worker.py"
+GRACE_S = 1.0  # past the budget the progress handler had its chance: the worker is killed
 
 
-class QueryInterrupted(Exception):
-    pass
+class DatabaseError(RuntimeError):
+    """The worker could not be (re)started or rebuilt: the episode ends as env_error."""
+
+
+@dataclass(frozen=True)
+class DBLimits:
+    memory_mb: int = 256  # address space of the worker process, MiB
+    db_mb: int = 64  # pages of the database, and of TEMP tables, each, MiB
+    value_bytes: int = 1_000_000  # longest string or blob (SQLITE_LIMIT_LENGTH)
+
+    def __post_init__(self):
+        for key, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"limits.{key}={value!r}: must be a positive integer")
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[tuple[str, str]]
+    rows: list[list]
+    collation: bool = False  # compare TEXT as MySQL does (case- and accent-insensitive)
 
 
 class Database:
-    def __init__(self, timeout_s: float = 2.0):
-        self.timeout_s = timeout_s
-        self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self.conn.enable_load_extension(False) if hasattr(self.conn, "enable_load_extension") else None
-        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
-        self.conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        self.conn.set_authorizer(self._authorize)
-        self._deadline = float("inf")
-        self.conn.set_progress_handler(self._progress, 10_000)
+    def __init__(self, timeout_s: float = 2.0, limits: DBLimits = DBLimits()):
+        self.timeout_s, self.limits = timeout_s, limits
+        self.proc: subprocess.Popen | None = None
+        self.table: Table | None = None
+        self.journal: list[str] = []  # statements that changed the database, in order
 
-    def _authorize(self, action, arg1, arg2, db_name, trigger):
-        if action in _DENY:
-            return sqlite3.SQLITE_DENY
-        if action == sqlite3.SQLITE_PRAGMA and (arg2 is not None or (arg1 or "").lower() not in _READ_ONLY_PRAGMAS):
-            return sqlite3.SQLITE_DENY  # a PRAGMA with a value writes settings
-        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in ("load_extension", "readfile", "writefile"):
-            return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
+    # ---- episode --------------------------------------------------------------------------
+    def load(self, table: Table) -> None:
+        self.table, self.journal = table, []
+        self._rebuild()
 
-    def _progress(self) -> int:
-        return 1 if time.monotonic() > self._deadline else 0  # non-zero aborts the statement
-
-    def create_table(self, name: str, columns: list[tuple[str, str]], rows: list[list]) -> None:
-        cols = ", ".join(f"{quote_ident(c)} {t or ''}".strip() for c, t in columns)
-        self.conn.execute(f"CREATE TABLE {quote_ident(name)} ({cols})")
-        marks = ", ".join("?" for _ in columns)
-        self.conn.executemany(f"INSERT INTO {quote_ident(name)} VALUES ({marks})", rows)
-
-    def execute(self, sql: str) -> list[tuple]:
-        """Run one statement within the time budget; raises sqlite3.Error or QueryInterrupted."""
-        self._deadline = time.monotonic() + self.timeout_s
+    def execute(self, sql: str, max_chars: int) -> str:
+        """The statement's result or error text as the agent sees it (cut at max_chars)."""
         try:
-            cur = self.conn.execute(sql)
-            return cur.fetchmany(MAX_ROWS) if cur.description else []
-        except sqlite3.OperationalError as e:
-            if "interrupted" in str(e):
-                raise QueryInterrupted(f"query interrupted: exceeded {self.timeout_s:g} s") from None
-            raise
-        finally:
-            self._deadline = float("inf")
+            res = self._call({"op": "exec", "sql": sql, "timeout_s": self.timeout_s, "max_chars": max_chars},
+                             self.timeout_s + GRACE_S)
+        except _Stopped:
+            self._rebuild()  # raises DatabaseError if the journal does not replay
+            return f"Error: query interrupted: exceeded {self.timeout_s:g} s"
+        if res["wrote"] and not res["error"]:
+            self.journal.append(sql)
+        return res["text"]
 
-    def table_hash(self, name: str) -> str:
-        """Order-independent digest of a table's rows (the modified-table check of AgentBench,
-        which compared MySQL md5s; here the expected value is computed on a copy)."""
-        rows = self.conn.execute(f"SELECT * FROM {quote_ident(name)}").fetchall()
-        canon = sorted(repr(tuple(_canonical(v) for v in r)) for r in rows)
-        return hashlib.sha256("\n".join(canon).encode()).hexdigest()
+    def state(self) -> dict:
+        """{"sha": digest of every row, "md5": AgentBench's MySQL digest}; None values when the
+        task table is gone."""
+        return self._checked({"op": "state"}, self.timeout_s)
+
+    def reference(self, sql: str) -> dict:
+        """``state()`` of a copy after running sql on it, or {"error": ...}."""
+        return self._checked({"op": "reference", "sql": sql, "timeout_s": self.timeout_s}, self.timeout_s + GRACE_S)
 
     def close(self) -> None:
-        self.conn.close()
+        if self.proc is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    # ---- worker ---------------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        """The task's table in a fresh database, and the journal replayed on it; a worker is
+        started when none runs (first use, or after one was killed)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._kill()
+            argv = [sys.executable, "-I", "-S", str(WORKER), json.dumps(asdict(self.limits))]
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, close_fds=True)
+        t = self.table
+        self._checked({"op": "load", "table": t.name, "columns": t.columns, "rows": t.rows, "collation": t.collation},
+                      30.0)
+        for sql in self.journal:
+            res = self._checked({"op": "exec", "sql": sql, "timeout_s": self.timeout_s, "max_chars": 0},
+                                self.timeout_s + GRACE_S)
+            if res["error"]:
+                raise DatabaseError(f"could not rebuild the database after a stopped query: {res['text']}")
+
+    def _checked(self, request: dict, timeout: float) -> dict:
+        try:
+            return self._call(request, timeout)
+        except _Stopped as e:
+            raise DatabaseError(f"the database worker stopped: {e}") from None
+
+    def _call(self, request: dict, timeout: float) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            raise _Stopped("not running")
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._kill()
+            raise _Stopped("exited") from None
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            self._kill()
+            raise _Stopped(f"no answer within {timeout:g} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            self._kill()
+            raise _Stopped("exited (out of memory?)")
+        return json.loads(line)
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:  # unflushed bytes to a dead worker
+                    pass
+            self.proc = None
 
 
-def _canonical(v):
-    if isinstance(v, float) and v.is_integer():
-        return int(v)  # 3.0 and 3 are the same stored value for the check
-    return v
+class _Stopped(Exception):
+    pass

@@ -1,16 +1,18 @@
 """Procedural single-skill SQL tasks: unlimited, seeded, every one solvable.
 
-Each task uses one skill over a small random table; its gold SQL defines the answer (select
-skills) or the expected table (insert/update/delete). Ambiguous draws (ties for a maximum,
-empty results) are redrawn with the same RNG, so a seed always gives the same task.
+Each task uses one skill over a small random table. Question answers are computed here, in
+Python, from the rows; the gold SQL is what the oracle runs through the env, so a generator bug
+(SQL that disagrees with the Python answer) fails the oracle test. Modification tasks are judged
+by the table the gold SQL leaves. Ambiguous draws (ties, empty answers, averages that round
+differently in SQL and Python) are redrawn with the same RNG, so a seed always gives one task.
 """
 
 from __future__ import annotations
 
 import random
+from decimal import ROUND_HALF_UP, Decimal
 
-from envs.db_bench.database import Database, quote_ident
-from envs.db_bench.tasks import Task, flatten_rows
+from envs.db_bench.tasks import Task, quote_ident
 
 SKILLS = ("select", "where", "order_by", "limit", "count", "sum", "avg", "min", "max",
           "group_by", "having", "subquery", "insert", "update", "delete")
@@ -35,6 +37,14 @@ def generate(seed: int, skills: tuple[str, ...] | list[str] | None = None) -> Ta
     raise RuntimeError(f"could not draw an unambiguous {skill} task for seed {seed}")
 
 
+def _round2(x: float) -> float | None:
+    """SQLite's ROUND(x, 2) rounds half away from zero, Python's round() to even: skip ties."""
+    exact = Decimal(repr(x)) * 100
+    if exact % 1 == Decimal("0.5"):
+        return None
+    return float((Decimal(repr(x))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
 def _draw(rng: random.Random, skill: str) -> Task | None:
     table, entity, cat, cat_values, nums = rng.choice(_SCHEMAS)
     (n1, lo1, hi1), (n2, lo2, hi2) = nums
@@ -46,51 +56,51 @@ def _draw(rng: random.Random, skill: str) -> Task | None:
     t = quote_ident(table)
     row = rng.choice(rows)
     c = row[1]
+    in_c = [r for r in rows if r[1] == c]
     mid = sorted(v1)[n // 2]
     k = rng.randint(2, 3)
     new_name = rng.choice([x for x in _NAMES if x not in names] or ["Newcomer"])
-    agg = {"sum": ("SUM", "total"), "avg": ("AVG", "average"), "min": ("MIN", "lowest"), "max": ("MAX", "highest")}
+    by_v1 = sorted(rows, key=lambda r: r[2])
+    totals = {g: sum(r[2] for r in rows if r[1] == g) for g in {r[1] for r in rows}}
+    top = sorted(totals.values(), reverse=True)
+    counts = {g: sum(r[1] == g for r in rows) for g in totals}
+    mean = sum(v1) / n
+    # skill: (question, gold SQL, answer computed in Python; None = ambiguous, redraw)
     q = {
-        "select": (f"What is the {n2} of the {entity} named {row[0]}?", f"SELECT {n2} FROM {t} WHERE name = '{row[0]}'"),
-        "where": (f"List the names of all {entity}s whose {n1} is greater than {mid}.", f"SELECT name FROM {t} WHERE {n1} > {mid}"),
-        "order_by": (f"Which {entity} has the highest {n1}? Answer with the name.", f"SELECT name FROM {t} ORDER BY {n1} DESC LIMIT 1"),
-        "limit": (f"List the names of the {k} {entity}s with the lowest {n1}.", f"SELECT name FROM {t} ORDER BY {n1} ASC LIMIT {k}"),
-        "count": (f"How many {entity}s have {cat} '{c}'?", f"SELECT COUNT(*) FROM {t} WHERE {cat} = '{c}'"),
-        "group_by": (f"Which {cat} has the largest total {n1}?", f"SELECT {cat} FROM {t} GROUP BY {cat} ORDER BY SUM({n1}) DESC LIMIT 1"),
-        "having": (f"Which {cat} values have at least {k} {entity}s?", f"SELECT {cat} FROM {t} GROUP BY {cat} HAVING COUNT(*) >= {k}"),
+        "select": (f"What is the {n2} of the {entity} named {row[0]}?", f"SELECT {n2} FROM {t} WHERE name = '{row[0]}'",
+                   [row[3]]),
+        "where": (f"List the names of all {entity}s whose {n1} is greater than {mid}.",
+                  f"SELECT name FROM {t} WHERE {n1} > {mid}", [r[0] for r in rows if r[2] > mid]),
+        "order_by": (f"Which {entity} has the highest {n1}? Answer with the name.",
+                     f"SELECT name FROM {t} ORDER BY {n1} DESC LIMIT 1", [by_v1[-1][0]]),
+        "limit": (f"List the names of the {k} {entity}s with the lowest {n1}.",
+                  f"SELECT name FROM {t} ORDER BY {n1} ASC LIMIT {k}", [r[0] for r in by_v1[:k]]),
+        "count": (f"How many {entity}s have {cat} '{c}'?", f"SELECT COUNT(*) FROM {t} WHERE {cat} = '{c}'", [len(in_c)]),
+        "sum": (f"What is the total {n1} of {entity}s with {cat} '{c}'?",
+                f"SELECT SUM({n1}) FROM {t} WHERE {cat} = '{c}'", [sum(r[2] for r in in_c)]),
+        "avg": (f"What is the average {n1} of {entity}s with {cat} '{c}', rounded to 2 decimal places?",
+                f"SELECT ROUND(AVG({n1}), 2) FROM {t} WHERE {cat} = '{c}'",
+                [_round2(sum(r[2] for r in in_c) / len(in_c))]),
+        "min": (f"What is the lowest {n1} of {entity}s with {cat} '{c}'?",
+                f"SELECT MIN({n1}) FROM {t} WHERE {cat} = '{c}'", [min(r[2] for r in in_c)]),
+        "max": (f"What is the highest {n1} of {entity}s with {cat} '{c}'?",
+                f"SELECT MAX({n1}) FROM {t} WHERE {cat} = '{c}'", [max(r[2] for r in in_c)]),
+        "group_by": (f"Which {cat} has the largest total {n1}?",
+                     f"SELECT {cat} FROM {t} GROUP BY {cat} ORDER BY SUM({n1}) DESC LIMIT 1",
+                     [max(totals, key=totals.get)] if len(top) == 1 or top[0] != top[1] else [None]),
+        "having": (f"Which {cat} values have at least {k} {entity}s?",
+                   f"SELECT {cat} FROM {t} GROUP BY {cat} HAVING COUNT(*) >= {k}", [g for g in counts if counts[g] >= k]),
         "subquery": (f"List the names of {entity}s whose {n1} is above the average {n1}.",
-                     f"SELECT name FROM {t} WHERE {n1} > (SELECT AVG({n1}) FROM {t})"),
+                     f"SELECT name FROM {t} WHERE {n1} > (SELECT AVG({n1}) FROM {t})", [r[0] for r in rows if r[2] > mean]),
         "insert": (f"Add a new {entity} named {new_name} with {cat} '{c}', {n1} {mid + 1} and {n2} {lo2}.",
-                   f"INSERT INTO {t} (name, {cat}, {n1}, {n2}) VALUES ('{new_name}', '{c}', {mid + 1}, {lo2})"),
+                   f"INSERT INTO {t} (name, {cat}, {n1}, {n2}) VALUES ('{new_name}', '{c}', {mid + 1}, {lo2})", None),
         "update": (f"Change the {n2} of the {entity} named {row[0]} to {row[3] + 1}.",
-                   f"UPDATE {t} SET {n2} = {row[3] + 1} WHERE name = '{row[0]}'"),
-        "delete": (f"Delete every {entity} whose {n1} is below {mid}.", f"DELETE FROM {t} WHERE {n1} < {mid}"),
+                   f"UPDATE {t} SET {n2} = {row[3] + 1} WHERE name = '{row[0]}'", None),
+        "delete": (f"Delete every {entity} whose {n1} is below {mid}.", f"DELETE FROM {t} WHERE {n1} < {mid}", None),
     }
-    if skill in agg:
-        fn, word = agg[skill]
-        q[skill] = (f"What is the {word} {n1} of {entity}s with {cat} '{c}'?", f"SELECT {fn}({n1}) FROM {t} WHERE {cat} = '{c}'")
-    question, sql = q[skill]
-    kind = "modify" if skill in ("insert", "update", "delete") else "select"
-    label = None
-    if kind == "select":
-        label = _run(table, columns, rows, sql)
-        if not label or (skill == "group_by" and _tied_top(table, columns, rows, cat, n1)):
-            return None
-        if skill == "avg":
-            label = [round(label[0], 2)]
+    question, sql, label = q[skill]
+    kind = "modify" if label is None else "select"
+    if kind == "select" and (not label or None in label):
+        return None
     header = f"The name of this table is {table}, and the headers of this table are {','.join(x for x, _ in columns)}."
-    return Task(f"{question}\n{header}", table, columns, rows, skill, kind, label, sql, [skill], "generator")
-
-
-def _run(table, columns, rows, sql) -> list:
-    db = Database()
-    try:
-        db.create_table(table, columns, rows)
-        return flatten_rows(db.execute(sql))
-    finally:
-        db.close()
-
-
-def _tied_top(table, columns, rows, cat, num) -> bool:
-    totals = _run(table, columns, rows, f"SELECT SUM({num}) FROM {quote_ident(table)} GROUP BY {cat} ORDER BY 1 DESC LIMIT 2")
-    return len(totals) == 2 and totals[0] == totals[1]
+    return Task(question, table, columns, rows, skill, kind, label, sql, [skill], "generator", add_description=header)

@@ -1,4 +1,13 @@
-"""The text protocol of AgentBench dbbench (v0.2), with SQLite named as the engine."""
+"""The text protocol of AgentBench dbbench (v0.2), with SQLite named as the engine.
+
+Parsing follows AgentBench's ``start_sample`` exactly:
+  - the first ``Action: <word>`` followed by a newline decides; only "Operation" (case as written)
+    is an operation, and its SQL is the first ```` ```sql\\n...\\n``` ```` block with newlines joined
+    into spaces (no block: the reply is invalid);
+  - anything else (another action, or none at all) is read as an answer when a line starts with
+    ``Final Answer:``; the answer is the rest of that one line;
+  - a reply that is neither is invalid.
+"""
 
 from __future__ import annotations
 
@@ -22,35 +31,22 @@ Your answer should be accurate. Your answer must be exactly the same as the corr
 If the question is about modifying the database, then after done operation, your answer field can be anything.
 If your response cannot match any pattern I mentioned earlier, you will be judged as FAIL immediately.
 Your input will be raw SQLite response, you have to deal with it by yourself."""
+ACKNOWLEDGEMENT = "Ok."  # AgentBench's scripted agent turn between the instructions and the question
 
-_ACTION = re.compile(r"Action:\s*(Operation|Answer)\b", re.IGNORECASE)
-_SQL = re.compile(r"```sql\s*\n?([\s\S]*?)```", re.IGNORECASE)
-_FINAL = re.compile(r"Final Answer:\s*([\s\S]*)", re.IGNORECASE)
+_ACTION = re.compile(r"Action: (.*?)\n")
+_SQL = re.compile(r"```sql\n([\s\S]*?)\n```")
+_FINAL = re.compile(r"\nFinal Answer:(.*)")
 
 
 def parse_reply(text: str) -> tuple[str, str]:
     """-> ("operation", sql) | ("answer", answer text) | ("invalid", reason)."""
     action = _ACTION.search(text)
-    if action is None:
-        return "invalid", "no 'Action: Operation' or 'Action: Answer' line"
-    rest = text[action.end():]
-    if action.group(1).lower() == "operation":
-        sql = _SQL.search(rest)
+    if action and action.group(1) == "Operation":
+        sql = _SQL.search(text)
         if sql is None or not sql.group(1).strip():
             return "invalid", "'Action: Operation' without a ```sql code block"
-        return "operation", " ".join(sql.group(1).strip().split("\n"))
-    final = _FINAL.search(rest)
+        return "operation", sql.group(1).strip().replace("\n", " ")
+    final = _FINAL.search(text)
     if final is None:
-        return "invalid", "'Action: Answer' without 'Final Answer: [...]'"
-    return "answer", final.group(1).strip()
-
-
-def truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"... [truncated, {len(text) - limit} more characters]"
-
-
-def mysql_to_sqlite(sql: str) -> str:
-    """Gold SQL of AgentBench is MySQL: turn its backslash-escaped quotes into SQLite's ''."""
-    return sql.replace("\\'", "''")
+        return "invalid", "no 'Action: Operation' with a ```sql block, and no 'Final Answer:' line"
+    return "answer", final.group(1)

@@ -68,3 +68,20 @@ def test_batch_select_trims_padding(tiny_tokenizer):
     b = RolloutBatch(ids, attn, attn.clone(), torch.zeros(2, 4), torch.zeros(2), torch.arange(2))
     sub = b.select(torch.tensor([1]))
     assert sub.input_ids.tolist() == [[1, 2]] and len(sub) == 1
+
+
+def test_env_history_turns_are_framed_as_chat_turns(tiny_tokenizer, tiny_lm):
+    """AgentBench's conversation (instructions, "Ok.", question) arrives as info["history"]."""
+    tok = tiny_tokenizer
+    policy = Policy(apply_lora(tiny_lm, LoraSpec()), with_value_head=False, keep_reference=False).eval()
+    env = gym.make("lorarl/DBBench-v0", prompt_format="chat", max_rounds=1)
+    collector = RolloutCollector([env], tok, SamplingSpec(max_new_tokens=4), RewardTable())
+    (ep,) = collector.collect(policy, seeds=[0], group_ids=[0])
+    obs, info = env.reset(seed=0)
+    assert [m["role"] for m in ep.messages[:3]] == ["user", "assistant", "user"]
+    assert ep.messages[1]["content"] == "Ok." and ep.messages[2]["content"] == obs
+    prompt = ChatFramer(tok).first(obs, info["history"])
+    assert ep.token_ids[: len(prompt)] == prompt and not any(ep.action_mask[: len(prompt)])
+    rendered = tok.apply_chat_template(info["history"] + [{"role": "user", "content": obs}], tokenize=False,
+                                       add_generation_prompt=True)
+    assert tok.decode(prompt) == rendered

@@ -1,8 +1,11 @@
-"""DBBench: protocol, judging, containment, sources, and the oracle at 100%."""
+"""DBBench: AgentBench protocol and judging, reward integrity against agents that do no real work,
+containment of hostile SQL, and an oracle that solves tasks by executing their reference SQL."""
 
 import json
+import os
 import random
 import string
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -12,21 +15,41 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401
 from envs.db_bench.generator import SKILLS, generate
-from envs.db_bench.oracle import oracle_replies
+from envs.db_bench.oracle import Oracle, repair_sql
 from envs.db_bench.protocol import parse_reply
-from envs.db_bench.tasks import answers_match, parse_answer
+from envs.db_bench.tasks import Task, answer_values, answers_match
 
-DEV = Path(__file__).resolve().parents[4] / "shared/data/agentbench/dbbench/dev.jsonl"
+ROOT = Path(__file__).resolve().parents[3]
+DEV = ROOT.parent / "shared/data/agentbench/dbbench/dev.jsonl"
+SAMPLE = ROOT / "tests/fixtures/dbbench_sample.jsonl"
 ID = "lorarl/DBBench-v0"
+# Dev-split tasks whose executed reference query returns the label. The other 16 questions'
+# reference queries fail on any engine or return something else than the label (e.g. task 16:
+# MIN over a TEXT column gives '13', the label says '5.0'); every modification is solvable.
+DEV_SOLVABLE_QUESTIONS = {3, 4, 14, 19}
 
 
-def play(env, replies, **reset):
+def play(env, agent, **reset):
+    """One episode; ``agent(observation) -> reply``. Returns the final info."""
     obs, info = env.reset(**reset)
-    for r in replies:
-        obs, reward, term, trunc, info = env.step(r)
+    while True:
+        obs, reward, term, trunc, info = env.step(agent(obs))
         if term or trunc:
-            return obs, reward, term, trunc, info
-    return obs, reward, term, trunc, info
+            return {**info, "reward": reward, "terminated": term, "truncated": trunc, "observation": obs}
+
+
+def scripted(*replies):
+    it = iter(replies)
+    return lambda _obs: next(it)
+
+
+def oracle_agent(env):
+    return Oracle(env.unwrapped.task).reply
+
+
+def play_oracle(env, **reset):
+    env.reset(**reset)
+    return play(env, oracle_agent(env), **reset)
 
 
 def op(sql):
@@ -34,7 +57,29 @@ def op(sql):
 
 
 def answer(values):
-    return f"Action: Answer\nFinal Answer: {values!r}"
+    return f"Done.\nAction: Answer\nFinal Answer: {values!r}"
+
+
+# Agents that do no real work. None may ever be rewarded on a task the oracle solves.
+LAZY = {
+    "empty answer": lambda: scripted(answer([])),
+    "wrong answer": lambda: scripted(answer(["__wrong__"])),
+    "wrong number": lambda: scripted(answer([-987654321])),
+    "bare final answer": lambda: scripted("Final Answer: none\n"),
+    "looks, then answers nothing": lambda: scripted(op("SELECT 1"), answer([])),
+    "no action": lambda: scripted("I am done."),
+    "wrong modification": lambda: scripted(op("DELETE FROM main.sqlite_master"), answer([])),
+}
+
+
+def lazy_wins(env, episodes):
+    wins = Counter()
+    for name, make in LAZY.items():
+        for reset in episodes:
+            info = play(env, make(), **reset)
+            wins[name] += info["outcome"] == "correct"
+            assert info["outcome"] != "env_error", (name, reset, info)
+    return wins
 
 
 def test_check_env_and_deterministic_reset():
@@ -45,29 +90,159 @@ def test_check_env_and_deterministic_reset():
     assert "Action: Operation" in env.reset(seed=1)[0]
 
 
-def test_oracle_solves_1000_generated_tasks_and_every_skill_occurs():
+# ---------------------------------------------------------------- the oracle executes solutions
+
+def test_oracle_solves_1000_generated_tasks_by_running_their_sql():
     env = gym.make(ID)
     outcomes, skills = Counter(), Counter()
     for seed in range(1000):
-        env.reset(seed=seed)
-        task = env.unwrapped.task
-        *_, info = play(env, oracle_replies(task), seed=seed)
+        info = play_oracle(env, seed=seed)
         outcomes[info["outcome"]] += 1
         skills[info["task_type"]] += 1
+        assert info["rounds"] == 2  # one statement, one answer: nothing echoed from the task
     assert outcomes == {"correct": 1000}
     assert set(skills) == set(SKILLS)
 
 
-@pytest.mark.skipif(not DEV.exists(), reason="shared AgentBench dev split not present")
-def test_oracle_solves_agentbench_dev_split():
+def test_generator_answers_come_from_python_not_sql():
+    """The oracle answers with what the SQL returned; a label that SQL disagrees with fails it."""
+    env = gym.make(ID, skills=["count"])
+    obs, _ = env.reset(seed=0)
+    task = env.unwrapped.task
+    task.label = [task.label[0] + 1]
+    oracle = Oracle(task)
+    while True:
+        obs, _, term, trunc, info = env.step(oracle.reply(obs))
+        if term or trunc:
+            break
+    assert info["outcome"] == "incorrect"
+
+
+def test_agentbench_sample_judges_modifications_by_label_sql_and_md5():
+    env = gym.make(ID, source="agentbench", path=str(SAMPLE))
+    infos = [play_oracle(env, options={"task_index": i}) for i in range(4)]
+    assert [i["outcome"] for i in infos] == ["correct", "correct", "correct", "incorrect"]
+    assert [i["task_type"] for i in infos] == ["INSERT", "UPDATE", "counting", "aggregation-MAX"]
+    for info in infos[:2]:  # SQLite reproduces AgentBench's MySQL digest of the expected table
+        assert info["reference"] == "reference statement; AgentBench's answer_md5 reproduced"
+    assert lazy_wins(env, [{"options": {"task_index": i}} for i in range(3)]) == {n: 0 for n in LAZY}
+
+
+@pytest.mark.skipif(not DEV.exists(), reason=f"AgentBench dev split not found at {DEV} (../shared is beside the repo only in the team workspace)")
+def test_agentbench_dev_split_oracle_and_lazy_agents():
     env = gym.make(ID, source="agentbench", path=str(DEV))
     assert env.unwrapped.num_tasks == 60
-    results = Counter()
-    for i in range(60):
-        env.reset(options={"task_index": i})
-        *_, info = play(env, oracle_replies(env.unwrapped.task), options={"task_index": i})
-        results[(info["task_type"] in ("INSERT", "UPDATE", "DELETE"), info["outcome"])] += 1
-    assert results == {(True, "correct"): 40, (False, "correct"): 20}
+    infos = {i: play_oracle(env, options={"task_index": i}) for i in range(60)}
+    modify = {i for i, info in infos.items() if info["task_type"] in ("INSERT", "UPDATE", "DELETE")}
+    solved = {i for i, info in infos.items() if info["outcome"] == "correct"}
+    assert len(modify) == 40 and modify <= solved
+    assert solved - modify == DEV_SOLVABLE_QUESTIONS  # 44 of 60
+    assert all(infos[i]["reference"] == "reference statement; AgentBench's answer_md5 reproduced" for i in modify)
+    assert lazy_wins(env, [{"options": {"task_index": i}} for i in sorted(solved)]) == {n: 0 for n in LAZY}
+
+
+def test_lazy_agents_never_win_generated_tasks():
+    env = gym.make(ID)
+    assert lazy_wins(env, [{"seed": s} for s in range(150)]) == {n: 0 for n in LAZY}
+
+
+# ---------------------------------------------------------------- AgentBench fidelity
+
+def test_parse_reply_follows_agentbench():
+    assert parse_reply("Action: Operation\n```sql\nSELECT 1;\n```") == ("operation", "SELECT 1;")
+    assert parse_reply("Action: Operation\n```sql\nSELECT a\nFROM t\n```") == ("operation", "SELECT a FROM t")
+    assert parse_reply("x\nAction: Answer\nFinal Answer: [\"a\"]") == ("answer", ' ["a"]')
+    assert parse_reply("I know it.\nFinal Answer: [1]\nbecause...") == ("answer", " [1]")  # no Action needed; one line
+    assert parse_reply("Final Answer: [1]")[0] == "invalid"  # AgentBench wants the line after a newline
+    assert parse_reply("Action: operation\n```sql\nSELECT 1\n```")[0] == "invalid"  # case as written
+    assert parse_reply("Action: Operation\nno code block")[0] == "invalid"
+    assert parse_reply("hello")[0] == "invalid"
+
+
+def test_answer_rules():
+    assert answers_match(" [5]", ["5"]) and answers_match(" 5", ["5.0"])  # float equality
+    assert not answers_match(" [3.001]", ["3"])
+    assert answers_match(" ['b', 'a']", ["a", "b"]) and not answers_match(" [1, 2]", ["1", "2"])  # sets: 1 != "1"
+    assert not answers_match(" Paris", ["Paris"]) and answers_match("Paris", ["Paris"])  # no strip, as AgentBench
+    assert not answers_match(" ['a']", ["a", "b"])
+    assert answers_match(" [3.001]", ["3"], "tolerant") and answers_match(" [1, 2]", ["1", "2"], "tolerant")
+    assert answers_match(" Paris ", ["Paris"], "tolerant")
+    assert answer_values("__import__('os').system('true')") == ["__import__('os').system('true')"]  # never eval
+
+
+def test_round_budget_and_chat_turns():
+    env = gym.make(ID, skills=["count"], max_rounds=2, prompt_format="chat")
+    obs, info = env.reset(seed=0)
+    assert [m["role"] for m in info["history"]] == ["user", "assistant"] and info["history"][1]["content"] == "Ok."
+    assert "Action: Operation" in info["history"][0]["content"] and "Action: Operation" not in obs
+    info = play(env, scripted(op("SELECT 1"), op("SELECT 2"), op("SELECT 3")), seed=0)
+    assert (info["outcome"], info["truncated"], info["rounds"]) == ("task_limit_reached", True, 3)
+    task = env.unwrapped.task
+    info = play(env, scripted(op("SELECT 1"), op("SELECT 2"), answer(task.label)), seed=0)
+    assert info["outcome"] == "correct" and info["rounds"] == 3  # after the budget one more reply may answer
+
+
+def test_modification_is_judged_however_the_episode_ends():
+    env = gym.make(ID, skills=["update"], max_rounds=2)
+    env.reset(seed=4)
+    sql = env.unwrapped.task.gold_sql
+    assert play(env, scripted(op(sql), "gibberish"), seed=4)["outcome"] == "correct"  # as AgentBench scores it
+    assert play(env, scripted(op(sql), op("SELECT 1"), op("SELECT 2")), seed=4)["outcome"] == "correct"
+    assert play(env, scripted(op(sql.replace("SET", "SET name = 'x',")), answer([])), seed=4)["outcome"] == "incorrect"
+    assert play(env, scripted("gibberish"), seed=4)["outcome"] == "invalid_action"
+
+
+def _entry(**over):
+    entry = {"description": "Change a.", "label": ["UPDATE t SET a = '2' WHERE a = '1'"], "type": ["UPDATE"],
+             "add_description": "The name of this table is t, and the headers of this table are a.",
+             "table": {"table_name": "t", "table_info": {"columns": [{"name": "a", "type": "INT"}], "rows": [[1], [3]]}}}
+    return {**entry, **over}
+
+
+def _env_for(tmp_path, *entries):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return gym.make(ID, source="agentbench", path=str(path))
+
+
+def test_tasks_that_cannot_be_judged_end_env_error_with_the_reason(tmp_path):
+    env = _env_for(tmp_path, _entry(label=["UPDATE nope SET a = 1"]), _entry(label=["UPDATE t SET a = '9' WHERE a = '7'"]),
+                   _entry(type=["other"], label=[], sql={"query": "SELECT a FROM t WHERE a = '5'"}))
+    reasons = []
+    for i in range(3):
+        info = play(env, scripted(answer([])), options={"task_index": i})
+        assert info["outcome"] == "env_error" and info["rounds"] == 1
+        reasons.append(info["error"])
+    assert "no answer_md5" in reasons[0] and "no such table" in reasons[0]
+    assert "leaves the table unchanged" in reasons[1]
+    assert "expected answer is empty" in reasons[2]
+
+
+def test_answer_md5_alone_judges_when_the_reference_fails(tmp_path):
+    from envs.db_bench._worker import mysql_md5
+
+    expected = mysql_md5([("2",), ("3",)])
+    env = _env_for(tmp_path, _entry(label=["UPDATE IGNORE t SET a = '2' WHERE a = '1'"],  # MySQL only
+                                    answer_md5=f"[('{expected}',)]"))
+    env.reset(options={"task_index": 0})
+    assert env.unwrapped.reference.note.startswith("answer_md5 only")
+    assert play(env, scripted(op("UPDATE t SET a = '2' WHERE a = '1'"), answer([])), options={"task_index": 0})["outcome"] == "correct"
+    assert play(env, scripted(answer([])), options={"task_index": 0})["outcome"] == "incorrect"
+
+
+def test_mysql_md5_matches_agentbench_rules():
+    import hashlib
+
+    from envs.db_bench._worker import mysql_md5
+
+    row = lambda *v: hashlib.md5(",".join(v).encode()).hexdigest()[:5]
+    # CONCAT_WS skips NULLs; rowhashes sorted and joined by commas; the joined text is cut at 1024 bytes
+    assert mysql_md5([("b", None, "c"), ("a",)]) == hashlib.md5(",".join(sorted([row("b", "c"), row("a")])).encode()).hexdigest()
+    assert mysql_md5([]) is None
+    many = [(str(i),) for i in range(400)]
+    joined = ",".join(sorted(row(str(i)) for i in range(400)))
+    assert mysql_md5(many) == hashlib.md5(joined[:1024].encode()).hexdigest()
+    assert mysql_md5([(3.0,)]) == mysql_md5([("3",)])
 
 
 def test_lifelong_format(tmp_path):
@@ -82,47 +257,34 @@ def test_lifelong_format(tmp_path):
     path = tmp_path / "lifelong.json"
     path.write_text(json.dumps(entries))
     env = gym.make(ID, source="lifelong", path=str(path), max_rounds=3)
-    assert play(env, [answer([2])], options={"task_index": 0})[4]["outcome"] == "correct"
-    assert play(env, [answer([3])], options={"task_index": 0})[4]["outcome"] == "incorrect"
-    info = play(env, [op("DELETE FROM t WHERE x = 1"), answer([])], options={"task_index": 1})[4]
+    assert play(env, scripted(answer([2])), options={"task_index": 0})["outcome"] == "correct"
+    assert play(env, scripted(answer([3])), options={"task_index": 0})["outcome"] == "incorrect"
+    info = play(env, scripted(op("DELETE FROM t WHERE x = 1"), answer([])), options={"task_index": 1})
     assert info["outcome"] == "correct" and info["skills"] == ["delete"]
-    # the wrong modification is judged by the table, whatever the answer says
-    assert play(env, [op("DELETE FROM t"), answer([])], options={"task_index": 1})[4]["outcome"] == "incorrect"
+    assert play(env, scripted(op("DELETE FROM t"), answer([])), options={"task_index": 1})["outcome"] == "incorrect"
+    for i in (0, 1):
+        assert play_oracle(env, options={"task_index": i})["outcome"] == "correct"
 
 
-def test_outcome_paths():
-    env = gym.make(ID, skills=["count"], max_rounds=2)
-    *_, info = play(env, ["I think the answer is 3"], seed=0)
-    assert info["outcome"] == "invalid_action"
-    *_, info = play(env, ["Action: Operation\nno code block"], seed=0)
-    assert info["outcome"] == "invalid_action"
-    obs, _, term, trunc, info = play(env, [op("SELECT 1"), op("SELECT 2")], seed=0)
-    assert (info["outcome"], term, trunc, info["rounds"]) == ("task_limit_reached", False, True, 2)
-    *_, info = play(env, [answer(["not a number"])], seed=0)
-    assert info["outcome"] == "incorrect"
-    *_, info = play(env, ["Action: Answer\nFinal Answer: [unclosed"], seed=0)
-    assert info["outcome"] == "incorrect"
+def test_repair_sql_quotes_bare_column_names():
+    task = Task("q", "t t", [("Presentation of Credentials", "TEXT"), ("W-L-T", "TEXT"), ("Average", "TEXT")], [],
+                "other", "select")
+    assert repair_sql("SELECT Presentation of Credentials FROM x WHERE b = 'Presentation of Credentials'", task) == \
+        "SELECT \"Presentation of Credentials\" FROM x WHERE b = 'Presentation of Credentials'"
+    assert repair_sql("SELECT AverageFROM [x]WHERE W-L-T = '5-1'", task) == "SELECT Average FROM [x] WHERE \"W-L-T\" = '5-1'"
+    assert repair_sql("SELECT a FROM table", task) == 'SELECT a FROM "t t"'
 
+
+# ---------------------------------------------------------------- containment
 
 def test_observations_rows_errors_and_truncation():
     env = gym.make(ID, skills=["select"], max_observation_chars=40)
     env.reset(seed=0)
     obs = env.step(op("SELECT name FROM sqlite_master"))[0]
     assert obs.startswith("[(")
-    obs = env.step(op("SELEC nonsense"))[0]
-    assert obs.startswith("Error:")
+    assert env.step(op("SELEC nonsense"))[0].startswith("Error:")
     obs = env.step(op("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 500) SELECT x FROM c"))[0]
-    assert "[truncated," in obs and len(obs) < 100
-
-
-def test_gold_sql_failure_is_env_error(tmp_path):
-    entry = {"description": "d", "label": [], "type": ["UPDATE"], "sql": {"query": "UPDATE nope SET a = 1"},
-             "table": {"table_name": "t", "table_info": {"columns": [{"name": "a", "type": "INT"}], "rows": [[1]]}}}
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(entry) + "\n")
-    env = gym.make(ID, source="agentbench", path=str(path))
-    *_, info = play(env, [answer([])], options={"task_index": 0})
-    assert info["outcome"] == "env_error" and "gold SQL fails" in info["gold_error"]
+    assert obs.endswith("[TRUNCATED]") and len(obs) == 40 + len("[TRUNCATED]")
 
 
 @pytest.mark.parametrize("sql,needle", [
@@ -130,17 +292,43 @@ def test_gold_sql_failure_is_env_error(tmp_path):
     ("ATTACH DATABASE 'file:/tmp/evil.db' AS x", "Error"),
     ("SELECT load_extension('/lib/x86_64-linux-gnu/libc.so.6')", "Error"),
     ("PRAGMA journal_mode = OFF", "Error"),
+    ("PRAGMA max_page_count = 1000000000", "Error"),
     ("PRAGMA writable_schema = 1", "Error"),
     ("SELECT count(*) FROM sqlite_master a, sqlite_master b, (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c)", "interrupted"),
+    ("SELECT length(printf('%.*c', 2000000000, 'x'))", "interrupted"),  # one VM step: the worker is killed
     ("SELECT 1; DROP TABLE employees", "Error"),
 ])
 def test_hostile_sql_is_refused_or_contained(sql, needle):
     env = gym.make(ID, query_timeout_s=0.5)
     env.reset(seed=3)
+    table = env.unwrapped.task.table_name
+    env.step(op(f"INSERT INTO {table} (name) VALUES ('kept')"))
+    start = time.monotonic()
     obs, reward, term, trunc, info = env.step(op(sql))
     assert needle in obs and not term
-    assert env.step(op("SELECT 1"))[0] == "[(1,)]"  # the episode goes on normally
+    assert time.monotonic() - start < 3.0  # budget 0.5 s + 1 s grace + restart
+    # the episode goes on, with every change made before the hostile statement
+    assert env.step(op(f"SELECT count(*) FROM {table} WHERE name = 'kept'"))[0] == "[(1,)]"
     assert not Path("/tmp/evil.db").exists()
+
+
+def test_floods_stay_in_the_workers_capped_memory_and_write_no_file(tmp_path):
+    watched = [Path("/tmp"), Path("/var/tmp"), Path.cwd()]
+    before = {d: set(os.listdir(d)) for d in watched if d.is_dir()}
+    env = gym.make(ID, query_timeout_s=5.0, limits={"db_mb": 8, "memory_mb": 128})
+    env.reset(seed=0)
+    blob = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 10000) SELECT randomblob(900000) FROM c"
+    for sql in (f"CREATE TABLE flood AS {blob}", f"CREATE TEMP TABLE flood AS {blob}",
+                "SELECT length(group_concat(b)) FROM (" + blob.replace("randomblob(900000)", "randomblob(900000) AS b") + ")",
+                "SELECT b FROM (" + blob.replace("randomblob(900000)", "randomblob(900000) AS b") + ") ORDER BY b LIMIT 1"):
+        obs = env.step(op(sql))[0]
+        assert obs.startswith("Error:") and ("full" in obs or "memory" in obs or "too big" in obs or "interrupted" in obs), obs
+    worker = env.unwrapped.db.proc.pid
+    limits = {line[:26].strip(): line[26:].split()[0] for line in Path(f"/proc/{worker}/limits").read_text().splitlines()[1:]}
+    assert limits["Max file size"] == "0" and limits["Max address space"] == str(128 << 20)
+    assert env.step(op("SELECT 1"))[0] == "[(1,)]"
+    assert {d: set(os.listdir(d)) for d in before} == before
+    env.close()
 
 
 def test_random_text_agent_scores_zero_and_never_crashes():
@@ -150,31 +338,29 @@ def test_random_text_agent_scores_zero_and_never_crashes():
     wins = 0
     for ep in range(150):
         env.reset(seed=ep)
-        for _ in range(3):
+        for _ in range(4):
             noise = "".join(rng.choice(chars) for _ in range(rng.randint(0, 80)))
             reply = rng.choice([noise, "Action: Operation\n```sql\n" + noise + "\n```", "Action: Answer\nFinal Answer: " + noise])
             _, _, term, trunc, info = env.step(reply)
             if term or trunc:
                 wins += info["outcome"] == "correct"
+                assert info["outcome"] != "env_error"
                 break
-    assert wins <= 2
-
-
-def test_answer_matching_rules():
-    assert answers_match(["3.001"], [3])
-    assert answers_match(["b", "a"], ["a", "b"])
-    assert not answers_match(["a"], ["a", "b"])
-    assert answers_match([" Paris "], ["Paris"])
-    assert parse_answer("__import__('os').system('true')") is None  # literal_eval, never eval
-    assert parse_answer("[1, 'x']") == [1, "x"]
-
-
-def test_parse_reply_protocol():
-    assert parse_reply("Action: Operation\n```sql\nSELECT 1;\n```") == ("operation", "SELECT 1;")
-    assert parse_reply("x\nAction: Answer\nFinal Answer: [\"a\"]") == ("answer", '["a"]')
-    assert parse_reply("hello")[0] == "invalid"
+    assert wins == 0
 
 
 def test_generator_is_deterministic():
     assert generate(5) == generate(5)
     assert generate(5, ["insert"]).kind == "modify"
+
+
+def test_bad_arguments_and_task_files_are_one_clear_error(tmp_path):
+    for kwargs, needle in [({"max_rounds": 0}, "max_rounds"), ({"query_timeout_s": -1}, "query_timeout_s"),
+                           ({"answer_rule": "fuzzy"}, "answer_rule"), ({"limits": {"db_mb": 0}}, "limits.db_mb"),
+                           ({"prompt_format": "xml"}, "prompt_format")]:
+        with pytest.raises(ValueError, match=needle):
+            gym.make(ID, **kwargs)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"description": "d", "label": [], "type": ["other"]}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing field 'table.table_info'"):
+        gym.make(ID, source="agentbench", path=str(bad))
