@@ -278,6 +278,8 @@ def remove_cgroups(dirs, wait_s=3.0):
 
 def main():
     cfg = json.loads(sys.argv[1])
+    # The executor overlays these trees again for the agent, and must hide the same paths there.
+    cfg["limits"].update(trees=list(SYSTEM_TREES), hide=cfg["hide"])
     with open(cfg["executor"]) as f:
         cfg["executor_source"] = f.read()
     if os.getppid() != cfg["parent_pid"]:

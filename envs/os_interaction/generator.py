@@ -49,12 +49,12 @@ def _sentences(rng: random.Random, n: int, width: tuple[int, int] = (2, 6)) -> l
 
 def _question(skill, description, init, answer, command) -> OSTask:
     return OSTask(description=description, init=[("bash", " && ".join(init))], match={"answer": str(answer), "strip": True},
-                  labels=[skill], source="generator", solution=[command], init_must_succeed=True)
+                  labels=[skill], source="generator", solution=[command])
 
 
 def _change(skill, description, init, check, commands) -> OSTask:
     return OSTask(description=description, init=[("bash", " && ".join(init) if init else "true")], check=[("bash", check)],
-                  labels=[skill], source="generator", solution=commands, init_must_succeed=True)
+                  labels=[skill], source="generator", solution=commands)
 
 
 def count_lines(rng):
@@ -72,6 +72,7 @@ def count_extension(rng):
     d, ext = f"/root/{rng.choice(WORDS)}", rng.choice(EXTS)
     files = _flat_files(rng, d)
     nested = {f"{d}/sub/{w}.{ext}": ["x"] for w in rng.sample(WORDS, 2)}  # must not be counted
+    files.setdefault(f"{d}/extra.{ext}", ["x"])  # never 0: an agent could guess that without looking
     answer = sum(p.endswith("." + ext) for p in files)
     return _question("count_extension", f"How many files with the extension .{ext} are directly inside {d} "
                      "(do not count files in its subdirectories)?",
@@ -97,6 +98,7 @@ def count_recursive(rng):
 def grep_count(rng):
     path, word = f"/root/{rng.choice(WORDS)}.txt", rng.choice(WORDS)
     lines = _sentences(rng, rng.randint(8, 40))
+    lines[rng.randrange(len(lines))] += f" {word}"  # never 0: an agent could guess that without looking
     return _question("grep_count", f"How many lines of {path} contain the word '{word}'?", [_write(path, lines)],
                      sum(word in line.split() for line in lines), f"grep -c {word} {path}")
 
@@ -211,6 +213,7 @@ def change_owner(rng):
 def delete_pattern(rng):
     d = f"/root/{rng.choice(WORDS)}"
     files = _tree(rng, d, exts=("tmp", "txt", "log"))
+    files.setdefault(f"{d}/scratch.tmp", ["x"])  # something to delete: doing nothing must not pass
     keep = sum(not p.endswith(".tmp") for p in files)
     return _change("delete_pattern", f"Delete every file whose name ends in .tmp anywhere under {d}; keep all other "
                    "files.", [_write(p, c) for p, c in files.items()],

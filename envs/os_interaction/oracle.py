@@ -2,9 +2,11 @@
 
 - generator and lifelong: run the task's solution commands; answer with what the last one printed
   (question tasks) or finish (change tasks).
-- agentbench: a ``match`` answer is replied directly; otherwise run the ``example`` script in the
-  shell and answer with its output when a check compares against the example (a ``None`` check
-  entry), or finish when the checks inspect the machine (e.g. a command the example installs).
+- agentbench: run the ``example`` script in the shell and answer with its output when the answer
+  is judged (a ``match``, or a ``None`` check entry that compares with the example), or finish
+  when the checks inspect the machine (e.g. a command the example installs). A task with a
+  ``match`` answer and no example has no solution to run: the oracle refuses it rather than echo
+  the expected answer, which would prove nothing.
 """
 
 from __future__ import annotations
@@ -36,26 +38,25 @@ def _as_bash(script: tuple[str, str]) -> str:
     return code if lang == "bash" else f"python3 -c {shlex.quote(code)}"
 
 
+class NoSolution(ValueError):
+    """The task carries nothing the oracle could execute."""
+
+
 class Oracle:
     """``reply(observation)`` gives the next message; create one per episode."""
 
     def __init__(self, task: OSTask):
-        self.fixed: str | None = None  # a known answer: no commands needed
         if task.solution:
-            self.commands, self.answers = list(task.solution), task.match is not None
-        elif task.match and "answer" in task.match:
-            self.commands, self.answers, self.fixed = [], False, task.match["answer"]
+            self.commands = list(task.solution)
         elif task.example:
             self.commands = [_as_bash(task.example)]
-            self.answers = task.match is not None or any(s is None for s in (task.check or []))
         else:
-            raise ValueError(f"no oracle for a task without solution, match answer or example: {task.description[:60]!r}")
+            raise NoSolution(f"the task has no solution or example to run: {task.description[:60]!r}")
+        self.answers = task.match is not None or any(s is None for s in (task.check or []))
         self.step = 0
 
     def reply(self, observation: str) -> str:
         self.step += 1
         if self.step <= len(self.commands):
             return bash(self.commands[self.step - 1])
-        if self.fixed is not None:
-            return answer(self.fixed)
         return answer(last_output(observation)) if self.answers else FINISH

@@ -76,6 +76,30 @@ _BASH = re.compile(r"```bash[ \t]*\n(.*?)\n[ \t]*```", re.DOTALL)
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
+# AgentBench's one-shot example as the chat turns it injects (``prompt_format="chat"``).
+ONE_SHOT_TURNS = [
+    ("user", 'tell me how many files are in the directory "/etc"?'),
+    ("assistant", "Think: To count the files in /etc, I need to print all the files in it.\n\nAct: bash\n\n```bash\nls /etc\n```"),
+    ("user", "The output of the OS:\ncpi cron.hourly fuse.conf iproute2 lvm networkd-dispatcher protocols selinux "
+             "tmpfiles.d [truncated because the output is too long]"),
+    ("assistant", "Think: The output has been truncated because it is too long, so I need to count files by script "
+                  "directly.\n\nAct: bash\n\n```bash\nls -1 /etc | wc -l\n```"),
+    ("user", "The output of the OS:\n220"),
+    ("assistant", "Think: Now I get the answer, it is 220.\n\nAct: answer(220)"),
+]
+
+
+def chat_turns(description: str, one_shot: bool = True) -> tuple[list[dict], str]:
+    """AgentBench's conversation: (earlier turns, the last user turn). The instructions and the
+    example's question share the first user turn, as AgentBench writes them."""
+    if not one_shot:
+        return [], f"{INSTRUCTIONS}\n\nNow, my problem is:\n\n{description}"
+    first, *rest = ONE_SHOT_TURNS
+    history = [{"role": "user", "content": f"{INSTRUCTIONS}\n\nNow, my problem is:\n\n{first[1]}"}]
+    history += [{"role": role, "content": text} for role, text in rest]
+    return history, f"Now, I will start a new problem in a new OS. My problem is:\n\n{description}"
+
+
 def first_observation(description: str, one_shot: bool = True) -> str:
     example = f"\n\n{ONE_SHOT}" if one_shot else ""
     return f"{INSTRUCTIONS}{example}\n\nNow, I will start a new problem in a new OS. My problem is:\n\n{description}"

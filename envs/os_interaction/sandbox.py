@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from envs.task_env import EnvFailure
 
 HERE = Path(__file__).resolve().parent
 SANDBOX_PYTHON = "/usr/bin/python3"  # the executor runs on the sandbox root's own Python
@@ -36,8 +40,8 @@ class SandboxUnavailable(RuntimeError):
     """This machine cannot create the sandbox; the message says why and what to do."""
 
 
-class SandboxDied(RuntimeError):
-    """The sandbox's executor is gone (killed by the agent, or out of memory)."""
+class SandboxDied(EnvFailure):
+    """The sandbox's executor is gone (out of memory, killed) or broke the protocol."""
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,23 @@ class SandboxLimits:
     file_mb: int = 64  # largest file a process may write (RLIMIT_FSIZE), MiB
     disk_mb: int = 256  # tmpfs holding every file the episode writes, MiB
     output_bytes: int = 1 << 20  # output of one command kept; past it the command is killed
+    open_files: int = 65536  # open files per process (RLIMIT_NOFILE; at most what this process may have)
+
+    def __post_init__(self):
+        for key, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"limits.{key}={value!r}: must be a positive integer")
 
 
 @dataclass
 class Result:
-    output: str
+    output: str  # shell: stdout and stderr interleaved; run: stdout only
     exit_code: int | None  # None: killed (timeout, output flood) or the shell ended
     timed_out: bool = False
     output_limited: bool = False
     shell_restarted: bool = False
     shell_ended: bool = False
+    stderr: str = ""  # run: the first 4 KiB of stderr
 
 
 class Sandbox:
@@ -66,12 +77,13 @@ class Sandbox:
         self.limits, self.unsafe, self.hostname = limits, unsafe, hostname
         self.proc: subprocess.Popen | None = None
         self.home = "/root"  # the agent's home and working directory (a temp dir in unsafe mode)
+        self._pending = b""  # bytes read from the executor past the last frame
 
     def start(self) -> "Sandbox":
         self.close()
         if self.unsafe:
             self.home = tempfile.mkdtemp(prefix="lorarl-unsafe-")
-        config = {"home": self.home, "limits": asdict(self.limits)}
+        config = {"home": self.home, "limits": asdict(self.limits), "isolated": not self.unsafe}
         if self.unsafe:
             argv = [sys.executable, "-I", "-S", str(HERE / "_executor.py"), json.dumps(config)]
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home, "LANG": "C.UTF-8", "TERM": "dumb"}
@@ -82,8 +94,9 @@ class Sandbox:
             env = {}
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, close_fds=True)
+        self._pending = b""
         try:
-            self._read(30.0)  # {"ready": true} once the executor runs
+            self._read("ready", 30.0)  # once the executor runs
         except SandboxDied:
             # the executor exited (its setup error is on stderr), or _read timed out and closed it
             err = self.proc.stderr.read().decode(errors="replace").strip().splitlines() if self.proc else []
@@ -91,40 +104,82 @@ class Sandbox:
             raise SandboxUnavailable(f"{err[-1] if err else 'sandbox exited during setup'}; {INSTALL_HINT}") from None
         return self
 
+    def seal(self) -> None:
+        """End the setup: from here on commands run as the agent and scripts as the judge
+        (``_executor.py`` explains the three domains)."""
+        res = self._call({"op": "seal"}, 30.0)
+        if "error" in res:
+            raise SandboxDied(f"could not create the agent's namespaces: {res['error']}")
+
     def shell(self, cmd: str, timeout: float) -> Result:
-        return Result(**self._call({"op": "shell", "cmd": cmd, "timeout": timeout}, timeout))
+        return self._result(self._call({"op": "shell", "cmd": cmd, "timeout": timeout}, timeout))
 
     def run(self, lang: str, code: str, args: list[str] = (), timeout: float = 30.0) -> Result:
-        """AgentBench's independent execution: ``bash -c code -- args`` or ``python3 -c code args``."""
-        return Result(**self._call({"op": "run", "lang": lang, "code": code, "args": list(args), "timeout": timeout}, timeout))
-
-    def spawn(self, lang: str, code: str) -> None:
-        """Start a task's background program in its own session; it lives until the sandbox closes."""
-        self._call({"op": "spawn", "lang": lang, "code": code}, 5.0)
+        """AgentBench's independent execution: ``bash -c code -- args`` or ``python3 -c code args``;
+        a setup script before ``seal``, a check (judge) after it."""
+        return self._result(self._call({"op": "run", "lang": lang, "code": code, "args": list(args), "timeout": timeout},
+                                       timeout))
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _result(self, res: dict) -> Result:
+        try:
+            return Result(**res)
+        except TypeError:
+            raise SandboxDied(f"the sandbox answered {str(res)[:200]!r}") from None
+
     def _call(self, request: dict, timeout: float) -> dict:
         if not self.alive:
             raise SandboxDied("the sandbox is not running")
+        rid = secrets.token_hex(8)
         try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.write((json.dumps({**request, "id": rid}) + "\n").encode())
             self.proc.stdin.flush()
-        except BrokenPipeError:
+        except (BrokenPipeError, OSError):
             raise SandboxDied("the sandbox's executor exited") from None
-        return self._read(timeout + 10.0)  # the executor enforces ``timeout``; this guards a hung executor
+        return self._read(rid, timeout + 10.0)  # the executor enforces ``timeout``; this guards a hung executor
 
-    def _read(self, timeout: float) -> dict:
-        fd = self.proc.stdout
-        if not select.select([fd], [], [], timeout)[0]:
+    def _read(self, rid: str, timeout: float) -> dict:
+        """One framed answer, ``<id> <length>\\n<json>``: the id must be the request's and the
+        length bounded, and nothing past the frame is read, so whatever else appears on the pipe
+        is a protocol error (the sandbox is dropped), never a result and never unbounded memory."""
+        deadline = time.monotonic() + timeout
+        header = self._take(lambda buf: buf.find(b"\n") + 1 or (None if len(buf) < 64 else -1), deadline)
+        parts = header.split()
+        limit = 4 * self.limits.output_bytes + (1 << 16)
+        if len(parts) != 2 or parts[0].decode(errors="replace") != rid or not parts[1].isdigit() or int(parts[1]) > limit:
             self.close()
-            raise SandboxDied(f"no answer from the sandbox within {timeout:.0f} s")
-        line = fd.readline()
-        if not line:
-            raise SandboxDied("the sandbox's executor exited")
-        return json.loads(line)
+            raise SandboxDied(f"protocol error: unexpected reply header {header[:64]!r}")
+        size = int(parts[1])
+        payload = self._take(lambda buf: size if len(buf) >= size else None, deadline)
+        try:
+            res = json.loads(payload)
+        except ValueError:
+            res = None
+        if not isinstance(res, dict):
+            self.close()
+            raise SandboxDied("protocol error: the reply is not a JSON object")
+        return res
+
+    def _take(self, end, deadline: float) -> bytes:
+        """Read until ``end(buffer)`` gives how many bytes make the item (-1: malformed)."""
+        fd = self.proc.stdout.fileno()
+        while (n := end(self._pending)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.close()
+                raise SandboxDied("no answer from the sandbox in time")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise SandboxDied("the sandbox's executor exited")
+            self._pending += chunk
+        if n < 0:
+            self.close()
+            raise SandboxDied(f"protocol error: unexpected output {self._pending[:64]!r}")
+        item, self._pending = self._pending[:n], self._pending[n:]
+        return item
 
     def close(self) -> None:
         if self.proc is not None:

@@ -10,6 +10,7 @@ answer is right when every script exits 0.
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from dataclasses import dataclass, field
@@ -30,27 +31,31 @@ class OSTask:
     labels: list[str] = field(default_factory=list)
     source: str = ""
     solution: list[str] = field(default_factory=list)  # oracle's bash commands (generator, lifelong)
-    init_must_succeed: bool = False  # lifelong/generator: a failing init is an env_error
 
     @property
     def task_type(self) -> str:
         return self.labels[0] if self.labels else self.source
 
 
-def _script(obj, script_dir: Path) -> Script | None:
+def _script(obj, script_dir: Path, where: str = "") -> Script | None:
     """AgentBench's script object: a string (bash), or {"language", "file" | "code"}."""
     if obj is None:
         return None
     if isinstance(obj, str):
         return "bash", obj
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: a script must be a string or an object, got {obj!r}")
     language = obj.get("language", "bash")
     if language not in LANGUAGES:
-        raise ValueError(f"script language {language!r}: expected one of {', '.join(LANGUAGES)}")
+        raise ValueError(f"{where}: script language {language!r}: expected one of {', '.join(LANGUAGES)}")
     if "file" in obj:
-        return language, (script_dir / obj["file"]).read_text(encoding="utf-8")
+        file = script_dir / obj["file"]
+        if not file.is_file():
+            raise ValueError(f"{where}: script {obj['file']!r} not found in {script_dir} (pass script_dir=)")
+        return language, file.read_text(encoding="utf-8")
     if "code" in obj:
         return language, obj["code"]
-    raise ValueError(f"script object without 'file' or 'code': {obj!r}")
+    raise ValueError(f"{where}: script object without 'file' or 'code': {obj!r}")
 
 
 def _entries(path: Path) -> list[dict]:
@@ -60,13 +65,47 @@ def _entries(path: Path) -> list[dict]:
     return data if isinstance(data, list) else [data]
 
 
-def load_agentbench(path: str | Path, script_dir: str | Path | None = None) -> list[OSTask]:
-    """AgentBench os_interaction data. ``script_dir`` defaults to ``scripts/<file stem>`` beside
-    the file (the layout of AgentBench's data/os_interaction/)."""
-    path = Path(path)
-    script_dir = Path(script_dir) if script_dir else path.parent / "scripts" / path.stem
+def task_files(path) -> list[Path]:
+    """A file, a directory (its *.json and *.jsonl files), a glob, or a list of any of these."""
+    found: list[Path] = []
+    for item in [path] if isinstance(path, (str, Path)) else list(path):
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.suffix in (".json", ".jsonl"))
+        elif any(c in str(item) for c in "*?["):
+            found += sorted(Path(f) for f in glob.glob(str(item)) if f.endswith((".json", ".jsonl")))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise ValueError(f"path={str(item)!r}: no such task file or directory")
+    if not found:
+        raise ValueError(f"path={path!r}: no .json or .jsonl task files there")
+    return found
+
+
+def script_dir_for(path: Path) -> Path:
+    """Where a task file's scripts live in AgentBench's layouts: ``data/N/x.json`` ->
+    ``scripts/N/``, ``data/dev.json`` -> ``scripts/dev/``, or ``scripts/<stem>/`` beside the file."""
+    candidates = [path.parent / "scripts" / path.stem, path.parent.parent / "scripts" / path.stem,
+                  path.parent.parent.parent / "scripts" / path.parent.name]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def load_agentbench(path, script_dir: str | Path | None = None) -> list[OSTask]:
+    """AgentBench os_interaction data: one file, a directory of them, a glob or a list. Scripts are
+    read from ``script_dir`` when given, else from each file's place in AgentBench's layout."""
     tasks = []
-    for item in _entries(path):
+    for file in task_files(path):
+        tasks += _load_agentbench_file(file, Path(script_dir) if script_dir else script_dir_for(file))
+    return tasks
+
+
+def _load_agentbench_file(path: Path, script_dir: Path) -> list[OSTask]:
+    tasks = []
+    for n, item in enumerate(_entries(path)):
+        where = f"{path}[{n}]"
+        if not isinstance(item, dict) or "description" not in item or not isinstance(item.get("evaluation"), dict):
+            raise ValueError(f"{where}: a task needs 'description' and an 'evaluation' object")
         create = item.get("create")
         # AgentBench reads "init" only from a dict "create" (one dev entry has a list there).
         init = create.get("init") if isinstance(create, dict) else None
@@ -78,17 +117,17 @@ def load_agentbench(path: str | Path, script_dir: str | Path | None = None) -> l
             match = {"answer": m, "strip": True} if isinstance(m, str) else dict(m)
         elif "check" in evaluation:
             c = evaluation["check"]
-            check = [_script(s, script_dir) for s in (c if isinstance(c, list) else [c])]
+            check = [_script(s, script_dir, where) for s in (c if isinstance(c, list) else [c])]
         else:
-            raise ValueError(f"{path}: a task needs evaluation.match or evaluation.check: {item['description'][:60]!r}")
+            raise ValueError(f"{where}: a task needs evaluation.match or evaluation.check: {item['description'][:60]!r}")
         example = evaluation.get("example", item.get("example"))
         if check and None in check and example is None:
-            raise ValueError(f"{path}: a null check entry runs the task's example, and there is none: "
+            raise ValueError(f"{where}: a null check entry runs the task's example, and there is none: "
                              f"{item['description'][:60]!r}")
         tasks.append(OSTask(
-            description=item["description"], init=[_script(s, script_dir) for s in init],
-            start=_script(item.get("start"), script_dir), match=match, check=check,
-            example=_script(example, script_dir), labels=list(item.get("labels") or []), source="agentbench",
+            description=item["description"], init=[_script(s, script_dir, where) for s in init],
+            start=_script(item.get("start"), script_dir, where), match=match, check=check,
+            example=_script(example, script_dir, where), labels=list(item.get("labels") or []), source="agentbench",
         ))
     return tasks
 
@@ -111,7 +150,7 @@ def load_lifelong(path: str | Path) -> list[OSTask]:
             description=e["instruction"], init=[(init.get("command_name", "bash"), init["script"])],
             check=[(evaluate.get("command_name", "bash"), evaluate["script"])],
             labels=list(e.get("skill_list") or []), source="lifelong",
-            solution=[truth["script"]] if truth else [], init_must_succeed=True,
+            solution=[truth["script"]] if truth else [],
         ))
     return tasks
 

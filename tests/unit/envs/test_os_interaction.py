@@ -14,7 +14,7 @@ from gymnasium.utils.env_checker import check_env
 import envs  # noqa: F401
 from envs.os_interaction import sandbox
 from envs.os_interaction.generator import SKILLS
-from envs.os_interaction.oracle import FINISH, Oracle, answer, bash
+from envs.os_interaction.oracle import FINISH, NoSolution, Oracle, answer, bash
 from envs.os_interaction.protocol import TRUNCATION_MARKER, clean_output, parse_reply, truncate
 
 ID = "lorarl/OSInteraction-v0"
@@ -147,18 +147,32 @@ def test_oracle_solves_300_generated_tasks_and_every_skill_occurs():
     assert set(skills) == set(SKILLS)
 
 
+# Dev-split tasks the oracle cannot solve, and why. 0, 1, 2, 4: a match answer and nothing to run
+# (echoing the answer would prove nothing). 8: its check, size-match.py, does int() on the number
+# before the unit and du -h prints "4.0K" (one decimal below 10 units; 8.0K in AgentBench's Docker
+# image), so it crashes whatever the answer. 24: its example ("chmod 777 test && ~/test") assumes a
+# shell in /home/jack as jack; AgentBench never runs examples of match tasks, so it went unnoticed.
+DEV_UNSOLVED = {0: "no solution", 1: "no solution", 2: "no solution", 4: "no solution", 8: "check crashes",
+                24: "example assumes another user"}
+
+
 @needs_sandbox
 @pytest.mark.skipif(not DEV.exists(), reason=f"AgentBench dev split not found at {DEV} (../shared is beside the repo only in the team workspace)")
 def test_oracle_on_the_agentbench_dev_split():
     env = gym.make(ID, source="agentbench", path=str(DEV))
     assert env.unwrapped.num_tasks == 26
-    outcomes = {i: play_oracle(env, options={"task_index": i})[0]["outcome"] for i in range(26)}
+    outcomes = {}
+    for i in range(26):
+        env.reset(options={"task_index": i})
+        try:
+            Oracle(env.unwrapped.task)
+        except NoSolution:
+            outcomes[i] = "no solution"
+            continue
+        outcomes[i] = play_oracle(env, options={"task_index": i})[0]["outcome"]
     env.close()
-    # Task 8 ("disk space used by /home, human-readable") cannot be passed: its check,
-    # size-match.py, does int() on the number before the unit, and du -h prints "4.0K" (one
-    # decimal below 10 units; 8.0K in AgentBench's Docker image), so the check crashes whatever
-    # the answer. Every other task is solved.
-    assert {i for i, o in outcomes.items() if o != "correct"} == {8}
+    assert {i: o for i, o in outcomes.items() if o != "correct"} == {
+        i: ("no solution" if why == "no solution" else "incorrect") for i, why in DEV_UNSOLVED.items()}  # 20 of 26
     size_match = (DEV.parent / "scripts/dev/check/size-match.py").read_text()
     crash = subprocess.run([sys.executable, "-c", size_match, "4.0K", "4.0K\n"], capture_output=True, text=True)
     assert crash.returncode == 1 and "ValueError" in crash.stderr
@@ -173,7 +187,7 @@ def test_agentbench_format_features(tmp_path):
         "import sys\nsys.exit(0 if sys.argv[1].strip() == sys.argv[2].strip() else 1)\n")
     items = [
         {"description": "What does /root/a hold?", "create": {"init": "echo 41 > /root/a"},
-         "evaluation": {"match": "41"}, "labels": ["file"]},
+         "evaluation": {"match": "41"}, "example": "cat /root/a", "labels": ["file"]},
         {"description": "regex", "create": {"init": [{"code": "mkdir -p /root/d"},
                                                      {"language": "python", "code": "open('/root/d/x','w').write('7')"}]},
          "evaluation": {"match": {"regex": "^[0-9]+$"}, "example": "cat /root/d/x"}, "labels": ["file"]},
