@@ -44,6 +44,12 @@ class Episode:
     turns: int = 0
     done: bool = False
 
+    @property
+    def trainable(self) -> bool:
+        """An episode the environment failed says nothing about the policy: it is not trained on.
+        (Rewarding or penalising it would teach the agent to break, or to avoid, the env.)"""
+        return self.outcome != "env_error"
+
     def extend(self, ids: Sequence[int], is_action: bool, logprobs: Sequence[float] | None = None) -> None:
         self.token_ids.extend(int(i) for i in ids)
         self.action_mask.extend([is_action] * len(ids))
@@ -189,8 +195,9 @@ def episodes_to_batch(episodes: Sequence[Episode], pad_id: int) -> RolloutBatch:
         n = len(e.token_ids)
         ids[i, :n] = torch.tensor(e.token_ids)
         attn[i, :n] = True
-        act[i, :n] = torch.tensor(e.action_mask)
+        act[i, :n] = torch.tensor(e.action_mask) & e.trainable
         logp[i, :n] = torch.tensor(e.logprobs)
     rewards = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
-    groups = torch.tensor([e.group_id for e in episodes], dtype=torch.long)
+    # An untrainable episode gets a group of its own, so it does not move its group's baseline.
+    groups = torch.tensor([e.group_id if e.trainable else -1 - i for i, e in enumerate(episodes)], dtype=torch.long)
     return RolloutBatch(ids, attn, act, logp, rewards, groups)

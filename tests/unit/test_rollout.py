@@ -85,3 +85,16 @@ def test_env_history_turns_are_framed_as_chat_turns(tiny_tokenizer, tiny_lm):
     rendered = tok.apply_chat_template(info["history"] + [{"role": "user", "content": obs}], tokenize=False,
                                        add_generation_prompt=True)
     assert tok.decode(prompt) == rendered
+
+
+def test_env_error_episodes_are_not_trained_on():
+    from lorarl.rollout import Episode
+
+    ok, broken = Episode(group_id=3, seed=0), Episode(group_id=3, seed=1)
+    for ep, outcome in ((ok, "incorrect"), (broken, "env_error")):
+        ep.extend([1, 2], is_action=False)
+        ep.extend([5, 6], is_action=True, logprobs=[-1.0, -2.0])
+        ep.outcome = outcome
+    batch = episodes_to_batch([ok, broken], pad_id=0)
+    assert batch.action_mask.tolist() == [[False, False, True, True], [False, False, False, False]]
+    assert batch.group_ids.tolist()[0] == 3 and batch.group_ids.tolist()[1] < 0
