@@ -30,6 +30,17 @@ def check_task_args(source: str, path, skills, known_skills, prompt_format: str 
         raise ValueError(f"prompt_format={prompt_format!r}: expected text or chat")
 
 
+def required(entry, path: str, where: str):
+    """entry["a"]["b"] for path "a.b" of a task file's entry, or a ValueError naming the task and
+    the missing field (one line for the user, never a KeyError trace)."""
+    value = entry
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise ValueError(f"{where}: missing field {path!r}")
+        value = value[key]
+    return value
+
+
 def positive(name: str, value, integer: bool = False) -> None:
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok or value <= 0:

@@ -7,13 +7,17 @@ Layout of one checkpoint directory (``iter_000010``):
   training_stats.json                              metrics of the iteration just finished
   trainer_state.pt                                 Lightning checkpoint with trainable tensors,
                                                    optimizer, scheduler, loop counters
-A checkpoint is written under a hidden temporary name and renamed when complete, so a kill
-mid-save never leaves a directory that ``latest_checkpoint`` would pick.
+  manifest.json                                    size and sha256 of every other file, written last
+A checkpoint is written under a hidden temporary name, its manifest last, and renamed when
+complete. ``verify`` re-hashes every file against the manifest; ``latest_checkpoint`` skips (and
+names) any directory that fails, so a truncated or corrupted checkpoint is never resumed from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -27,6 +31,12 @@ CKPT_PATTERN = re.compile(r"^iter_(\d+)$")
 TRAINER_STATE = "trainer_state.pt"
 STATS_FILE = "training_stats.json"
 VALUE_HEAD_FILE = "value_head.safetensors"
+MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions): one line for the user."""
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -53,17 +63,55 @@ def write_stats(directory: Path, stats: dict) -> None:
     (directory / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True))
 
 
-def is_complete(directory: Path) -> bool:
-    has_weights = (directory / "adapter_model.safetensors").exists() or (directory / "model.safetensors").exists()
-    return has_weights and (directory / TRAINER_STATE).exists() and (directory / STATS_FILE).exists()
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(directory: Path) -> None:
+    """Sizes and hashes of every file, written last: its presence means the rest was complete."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
+    tmp = directory / f".{MANIFEST}"
+    tmp.write_text(json.dumps({"files": files}, indent=2))
+    tmp.rename(directory / MANIFEST)
+
+
+def verify(directory: Path) -> str | None:
+    """None when every file matches the manifest; otherwise what is wrong, in a few words."""
+    try:
+        files = json.loads((directory / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no readable manifest.json (an interrupted or foreign save)"
+    needed = {TRAINER_STATE, STATS_FILE} | ({"adapter_model.safetensors"} if "adapter_model.safetensors" in files
+                                             else {"model.safetensors"})
+    if needed - set(files):
+        return f"the manifest lists no {sorted(needed - set(files))[0]}"
+    for name, meta in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != meta["size"]:
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {meta['size']}"
+        if _sha256(path) != meta["sha256"]:
+            return f"{name} does not match its sha256"
+    return None
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """Newest complete checkpoint under ``root`` (temporary and partial directories ignored)."""
+    """Newest checkpoint under ``root`` that verifies; a damaged newer one is skipped with a warning."""
     if not root.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := CKPT_PATTERN.match(p.name)) and is_complete(p)]
-    return max(found)[1] if found else None
+    found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := CKPT_PATTERN.match(p.name))), reverse=True)
+    for _, path in found:
+        problem = verify(path)
+        if problem is None:
+            return path
+        log.warning("skipping checkpoint %s: %s", path.name, problem)
+    return None
 
 
 def publish(tmp: Path, final: Path) -> None:

@@ -1,23 +1,28 @@
-"""Attach LoRA adapters (PEFT) to a base model, or leave it whole for full fine-tuning."""
+"""Attach LoRA adapters (PEFT) to a base model, or leave it whole for full fine-tuning.
+
+``LoraSpec`` is also the config schema of ``model.lora`` (defaults: conf/lora/default.yaml).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
 
 
 @dataclass
 class LoraSpec:
-    enabled: bool = True  # False (or rank 0) trains every base weight instead
-    rank: int = 8
-    alpha: float = 16.0  # scaling is alpha / rank
-    dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"
-    exclude_modules: list[str] = field(default_factory=list)
-    init: str = "default"  # "default": PEFT's zero-B (adapter starts as identity); "gaussian"
-    lora_path: str | None = None  # warm-start from this saved adapter directory
+    enabled: bool  # False (or rank 0) trains every base weight instead
+    rank: int
+    alpha: float  # scaling is alpha / rank
+    dropout: float
+    target_modules: Any  # "all-linear" or a list of module names
+    exclude_modules: list[str]
+    init: str  # "default": PEFT's zero-B (adapter starts as identity) | gaussian | pissa | olora
+    lora_path: Optional[str]  # warm-start from this saved adapter directory
 
     @property
     def active(self) -> bool:
@@ -26,11 +31,14 @@ class LoraSpec:
 
 def apply_lora(model: torch.nn.Module, spec: LoraSpec) -> torch.nn.Module:
     """Return a PeftModel with trainable adapters, or the model itself (all weights trainable)."""
+    from peft import LoraConfig, PeftModel, get_peft_model  # PEFT loads slowly: only when building
+
     if not spec.active:
         model.requires_grad_(True)
         return model
     if spec.lora_path:
         return PeftModel.from_pretrained(model, spec.lora_path, is_trainable=True)
+    _check_targets(model, spec)
     config = LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,
@@ -43,5 +51,27 @@ def apply_lora(model: torch.nn.Module, spec: LoraSpec) -> torch.nn.Module:
     return get_peft_model(model, config)
 
 
+def _check_targets(model: torch.nn.Module, spec: LoraSpec) -> None:
+    """Refuse, before PEFT allocates anything, targets that match no layer and a rank above a
+    targeted layer's width (it adds parameters without adding capacity)."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linear = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not out}
+    if spec.target_modules == "all-linear":  # PEFT's meaning: every linear layer but the output head
+        targets = linear
+    else:
+        targets = {n: m for n, m in linear.items() if n.rsplit(".", 1)[-1] in set(spec.target_modules)}
+        if not targets:
+            names = sorted({n.rsplit(".", 1)[-1] for n in linear})
+            raise ValueError(f"model.lora.target_modules={list(spec.target_modules)} matches no module of this "
+                             f"model (its linear layers: {', '.join(names)})")
+    name, layer = min(targets.items(), key=lambda kv: min(kv[1].in_features, kv[1].out_features))
+    width = min(layer.in_features, layer.out_features)
+    if spec.rank > width:
+        raise ValueError(f"model.lora.rank={spec.rank} is invalid: larger than the width of {name} "
+                         f"({layer.in_features} -> {layer.out_features}); use at most {width}")
+
+
 def is_lora(model: torch.nn.Module) -> bool:
+    from peft import PeftModel
+
     return isinstance(model, PeftModel)

@@ -47,6 +47,11 @@ class Policy(nn.Module):
         if keep_reference and not is_lora(lm):
             self.reference = copy.deepcopy(lm).requires_grad_(False).eval()
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether KL to the base model can be computed (LoRA: adapter off; full FT: a kept copy)."""
+        return is_lora(self.lm) or self.reference is not None
+
     def forward(self, input_ids, attention_mask, temperature: float = 1.0, with_values: bool = False) -> PolicyOutput:
         out = self.lm(
             input_ids=input_ids,

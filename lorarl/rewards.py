@@ -14,12 +14,15 @@ OUTCOMES = ("correct", "incorrect", "invalid_action", "task_limit_reached", "con
 
 @dataclass
 class RewardTable:
-    correct: float = 1.0
-    incorrect: float = -0.5
-    task_limit_reached: float = -0.3  # round limit hit; also used when the context is full
-    invalid_action: float = -0.5  # reply the env could not parse
-    env_error: float = 0.0  # the env failed, not the agent
-    env_reward_weight: float = 0.0  # weight of the env's own summed step rewards
+    """Reward per outcome (presets in conf/reward/). env_error episodes are not trained on
+    (``rollout.Episode.trainable``); their value shows only in the logged mean reward."""
+
+    correct: float
+    incorrect: float
+    task_limit_reached: float  # round limit hit; also used when the context is full
+    invalid_action: float  # reply the env could not parse
+    env_error: float  # the env failed, not the agent
+    env_reward_weight: float  # weight of the env's own summed step rewards
 
     def __call__(self, outcome: str, env_return: float) -> float:
         if outcome not in OUTCOMES:

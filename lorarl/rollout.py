@@ -5,13 +5,16 @@ their sampling-time logprobs and action_mask True); environment replies are fram
 template, tokenized once, and appended with action_mask False. The trajectory is never decoded
 and re-tokenized: the ids trained on are exactly the ids sampled.
 
-Episodes of a batch step in lockstep: each turn, all unfinished episodes are left-padded into
-one batch and generated together.
+Each round, the episodes whose observation has arrived are left-padded into one batch and
+generated together; env steps run on a thread pool meanwhile (``RolloutCollector``).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import torch
@@ -20,13 +23,17 @@ from lorarl.policy import Policy
 from lorarl.rewards import RewardTable
 from lorarl.types import RolloutBatch
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class SamplingSpec:
-    max_new_tokens: int = 32  # per turn
-    temperature: float = 1.0
-    max_context_tokens: int = 2048  # an episode that would outgrow this ends as "context_limit"
-    greedy: bool = False
+    """How replies are sampled; defaults live in conf/algorithm/ppo.yaml (and the env files)."""
+
+    max_new_tokens: int  # per turn
+    temperature: float  # also applied when logprobs are recomputed for training
+    max_context_tokens: int  # an episode that would outgrow this ends as "context_limit"
+    greedy: bool  # argmax decoding (evaluation)
 
 
 @dataclass
@@ -43,6 +50,8 @@ class Episode:
     reward: float = 0.0
     turns: int = 0
     done: bool = False
+    started: float = 0.0  # time.monotonic() at reset
+    duration_s: float = 0.0  # wall-clock time from reset to the end
 
     @property
     def trainable(self) -> bool:
@@ -96,6 +105,10 @@ class ChatFramer:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
 
+def _finite(seconds: float) -> float | None:
+    return None if seconds == float("inf") else seconds
+
+
 def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -107,21 +120,33 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
 
 
 class RolloutCollector:
-    """Runs a batch of episodes on a fixed set of Gymnasium envs (one episode per env)."""
+    """Runs a batch of episodes on a fixed set of Gymnasium envs (one episode per env).
 
-    def __init__(
-        self,
-        envs: Sequence,
-        tokenizer,
-        sampling: SamplingSpec,
-        rewards: RewardTable,
-        system_prompt: str | None = None,
-    ):
+    Generation is batched on the calling thread; env resets and steps run on a thread pool
+    (``step_workers``; SQLite workers and sandboxes wait outside the GIL). Each round waits up to
+    ``straggler_timeout_s`` for every env step in flight, then generates for the episodes whose
+    observation has arrived: a slow env (30 s per command) delays its own episode, not the batch.
+    When every step returns within that time the rounds are the same in every run (same episodes
+    batched together, in index order), so sampling, and a resumed run, are exactly reproducible.
+    An episode past ``episode_timeout_s`` of wall-clock time ends ``task_limit_reached``.
+    Tokenizing stays on the calling thread.
+    """
+
+    def __init__(self, envs: Sequence, tokenizer, sampling: SamplingSpec, rewards: RewardTable,
+                 system_prompt: str | None = None, episode_timeout_s: float = float("inf"), step_workers: int = 0,
+                 straggler_timeout_s: float = float("inf")):
         self.envs = list(envs)
         self.tok = tokenizer
         self.sampling = sampling
         self.rewards = rewards
         self.framer = ChatFramer(tokenizer, system_prompt)
+        self.episode_timeout_s, self.straggler_timeout_s = episode_timeout_s, straggler_timeout_s
+        self.pool = ThreadPoolExecutor(max_workers=step_workers or max(1, len(self.envs)),
+                                       thread_name_prefix="env-step")
+
+    def batch(self, episodes: Sequence["Episode"]) -> RolloutBatch:
+        """The typed training batch of these episodes (right-padded with this tokenizer's pad id)."""
+        return episodes_to_batch(episodes, self.tok.pad_token_id)
 
     def collect(
         self,
@@ -132,55 +157,102 @@ class RolloutCollector:
         any_rank_active: Callable[[bool], bool] = bool,
         reset_options: Sequence[dict | None] | None = None,
     ) -> list[Episode]:
-        """One episode per seed, on the first len(seeds) envs. Under sharded strategies every rank must join every generate():
-        ``any_rank_active`` (an all-reduce) keeps a rank whose episodes are over stepping with a
-        dummy row until all ranks are done. ``reset_options`` (e.g. ``{"task_index": i}``) lets an
-        evaluation walk a task file in order instead of drawing tasks by seed."""
+        """One episode per seed, on the first len(seeds) envs. Under sharded strategies every rank
+        must join every generate(): ``any_rank_active`` (an all-reduce) keeps a rank with nothing
+        to generate stepping with a dummy row until all ranks are done. ``reset_options`` (e.g.
+        ``{"task_index": i}``) lets an evaluation walk a task file in order instead of seeding."""
         if len(seeds) != len(group_ids) or len(seeds) > len(self.envs):
             raise ValueError(f"{len(seeds)} seeds and {len(group_ids)} groups for {len(self.envs)} envs")
         options = reset_options or [None] * len(seeds)
-        episodes = [self._start(env, s, g, o) for env, s, g, o in zip(self.envs, seeds, group_ids, options)]
+        episodes = [Episode(group_id=g, seed=s) for s, g in zip(seeds, group_ids)]
+        pending = {self.pool.submit(self._reset, self.envs[i], s, o): i for i, (s, o) in enumerate(zip(seeds, options))}
+        ready: list[int] = []
         device = next(policy.parameters()).device
         while any_rank_active(any(not e.done for e in episodes)):
-            active = [i for i, e in enumerate(episodes) if not e.done]
-            rows = [episodes[i].token_ids for i in active] or [[self.tok.eos_token_id]]
+            if pending:
+                wait(pending, timeout=_finite(self.straggler_timeout_s))  # every step in flight, up to the straggler time
+                if not any(f.done() for f in pending) and not ready and not synced_gpus:
+                    wait(pending, return_when=FIRST_COMPLETED)  # only stragglers left: the first of them
+            for future, i in sorted([(f, i) for f, i in pending.items() if f.done()], key=lambda fi: fi[1]):
+                del pending[future]
+                if self._absorb(episodes[i], future):
+                    ready.append(i)
+            ready = sorted(i for i in ready if not self._out_of_time(episodes[i]))
+            if not (ready or synced_gpus):
+                continue
+            rows = [episodes[i].token_ids for i in ready] or [[self.tok.eos_token_id]]
             ids, mask = _left_pad(rows, self.tok.pad_token_id, device)
             gen = policy.generate(
                 ids, mask, self.sampling.max_new_tokens, self.sampling.temperature,
                 self.tok.eos_token_id, self.tok.pad_token_id, self.sampling.greedy, synced_gpus,
             )
-            for row, i in enumerate(active):
+            for row, i in enumerate(ready):
                 n = int(gen.lengths[row])
-                self._step(i, episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())
+                reply = self._act(episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())
+                pending[self.pool.submit(self.envs[i].step, reply)] = i
+            ready = []
+        wait(pending)  # an episode ended by its time budget still owns its env until the step returns
         return episodes
 
-    def _start(self, env, seed: int, group_id: int, options: dict | None = None) -> Episode:
+    @staticmethod
+    def _reset(env, seed: int, options: dict | None):
         obs, info = env.reset(seed=seed, options=options)
-        ep = Episode(group_id=group_id, seed=seed, task_type=str(info.get("task_type", "default")))
-        history = list(info.get("history") or [])
-        ep.extend(self.framer.first(obs, history), is_action=False)
-        ep.messages.extend([*history, {"role": "user", "content": obs}])
-        return ep
+        return obs, 0.0, False, False, {**info, "_reset": True}
 
-    def _step(self, index: int, ep: Episode, new_ids: list[int], new_logprobs: list[float]) -> None:
+    def _absorb(self, ep: Episode, future) -> bool:
+        """Take an env's reset or step result into the episode; True when the agent is to reply."""
+        if ep.done:
+            return False  # ended by its time budget while this step ran
+        try:
+            obs, reward, terminated, truncated, info = future.result()
+        except Exception as e:  # noqa: BLE001  a broken env must not stop the batch
+            log.warning("env failed in episode seed=%s: %s: %s", ep.seed, type(e).__name__, e)
+            self._finish(ep, "env_error")
+            return False
+        if info.get("_reset"):
+            return self._start(ep, obs, info)
+        ep.env_return += float(reward)
+        if terminated or truncated:
+            self._finish(ep, info.get("outcome", "correct" if reward > 0 else "incorrect"))
+            return False
+        follow = self.framer.next(obs)
+        ep.messages.append({"role": "user", "content": obs})
+        if len(ep.token_ids) + len(follow) + self.sampling.max_new_tokens > self.sampling.max_context_tokens:
+            self._finish(ep, "context_limit")
+            return False
+        ep.extend(follow, is_action=False)
+        return True
+
+    def _start(self, ep: Episode, obs: str, info: dict) -> bool:
+        ep.started = time.monotonic()
+        ep.task_type = str(info.get("task_type", "default"))
+        history = list(info.get("history") or [])
+        prompt = self.framer.first(obs, history)
+        ep.extend(prompt, is_action=False)
+        ep.messages.extend([*history, {"role": "user", "content": obs}])
+        if len(prompt) + self.sampling.max_new_tokens > self.sampling.max_context_tokens:
+            self._finish(ep, "context_limit")  # the first prompt alone does not fit
+            return False
+        return True
+
+    def _act(self, ep: Episode, new_ids: list[int], new_logprobs: list[float]) -> str:
         ep.extend(new_ids, is_action=True, logprobs=new_logprobs)
         if not new_ids or new_ids[-1] != self.tok.eos_token_id:
             ep.extend([self.tok.eos_token_id], is_action=False)  # cut-off reply: close the turn
         reply = self.tok.decode(new_ids, skip_special_tokens=True)
         ep.messages.append({"role": "assistant", "content": reply})
         ep.turns += 1
-        obs, reward, terminated, truncated, info = self.envs[index].step(reply)
-        ep.env_return += float(reward)
-        if terminated or truncated:
-            return self._finish(ep, info.get("outcome", "correct" if reward > 0 else "incorrect"))
-        follow = self.framer.next(obs)
-        ep.messages.append({"role": "user", "content": obs})
-        if len(ep.token_ids) + len(follow) + self.sampling.max_new_tokens > self.sampling.max_context_tokens:
-            return self._finish(ep, "context_limit")
-        ep.extend(follow, is_action=False)
+        return reply
+
+    def _out_of_time(self, ep: Episode) -> bool:
+        if time.monotonic() - ep.started <= self.episode_timeout_s:
+            return False
+        self._finish(ep, "task_limit_reached")
+        return True
 
     def _finish(self, ep: Episode, outcome: str) -> None:
         ep.outcome, ep.done = outcome, True
+        ep.duration_s = time.monotonic() - ep.started if ep.started else 0.0
         ep.reward = self.rewards(outcome, ep.env_return)
 
 
@@ -201,3 +273,10 @@ def episodes_to_batch(episodes: Sequence[Episode], pad_id: int) -> RolloutBatch:
     # An untrainable episode gets a group of its own, so it does not move its group's baseline.
     groups = torch.tensor([e.group_id if e.trainable else -1 - i for i, e in enumerate(episodes)], dtype=torch.long)
     return RolloutBatch(ids, attn, act, logp, rewards, groups)
+
+
+def format_transcript(ep: Episode) -> str:
+    """Markdown view of an episode for TensorBoard's text tab."""
+    head = f"**task** seed={ep.seed} type={ep.task_type} · **outcome** {ep.outcome} · **reward** {ep.reward:.3f}\n\n"
+    body = "\n\n".join(f"**{m['role']}**:\n\n    " + m["content"].replace("\n", "\n    ") for m in ep.messages)
+    return head + body

@@ -1,29 +1,33 @@
-"""The structured schema of the training config, and its validation.
+"""The structured schema of the training and evaluation configs, and their validation.
 
-``train.py`` merges the composed Hydra config into these dataclasses (unknown keys and wrong
-types are rejected by OmegaConf), then ``validate`` checks ranges and choices. Every failure is
-a ``ConfigError`` whose message names the key and what is allowed, printed as one line.
-Below ``train.py`` code receives these typed objects or their parts, never a DictConfig.
+Defaults have one home: the YAML files under conf/. These dataclasses carry types only (no default
+values), so a key missing from the YAML is an error, never a silent second default. ``train.py``
+merges the composed Hydra config into them (unknown keys and wrong types are rejected by
+OmegaConf), then ``validate`` checks ranges and choices. Every failure is a ``ConfigError`` whose
+message names the key and what is allowed, printed as one line. Below ``train.py`` code receives
+these typed objects or their parts, never a DictConfig. This module imports no Lightning.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lorarl.lora import LORA_INITS, LoraSpec
 from lorarl.models import TinyModelSpec
-from lorarl.module import LoopSpec, OptimSpec, PPOSpec
+from lorarl.ppo import ESTIMATORS, OptimSpec, PPOSpec
 from lorarl.rewards import RewardTable
 from lorarl.rollout import SamplingSpec
 from lorarl.strategies import STRATEGIES, StrategySpec
 
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
-ADVANTAGES = ("gae", "grpo", "reinforce")
 KL_ESTIMATORS = ("k1", "k2", "k3")
-LORA_INITS = ("default", "gaussian", "pissa", "olora")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+STAGES = ("rl", "sft")
 
 
 class ConfigError(ValueError):
@@ -31,129 +35,132 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class LoraConfig:
-    enabled: bool = True
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: Any = "all-linear"  # "all-linear" or a list of module names
-    exclude_modules: list[str] = field(default_factory=list)
-    init: str = "default"
-    lora_path: Optional[str] = None
-
-
-@dataclass
 class ModelConfig:
-    path: Optional[str] = None
-    trust_remote_code: bool = False
-    tiny: TinyModelSpec = field(default_factory=TinyModelSpec)
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    path: Optional[str]  # hub id or local directory; null = the built-in tiny model
+    trust_remote_code: bool
+    tiny: TinyModelSpec
+    lora: LoraSpec
 
 
 @dataclass
 class EnvConfig:
-    id: str = "lorarl/TargetWord-v0"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    system_prompt: Optional[str] = None
-    envs_per_rank: int = 16
+    id: str
+    kwargs: dict[str, Any]
+    system_prompt: Optional[str]
+    episode_timeout_s: float  # wall-clock budget of one episode; past it the episode ends task_limit_reached
+    step_workers: int  # threads stepping the envs of a turn at once (0: one per env)
+    straggler_timeout_s: float  # a round waits this long for slow env steps before generating for the others
 
 
 @dataclass
 class AlgorithmConfig(PPOSpec):
-    group_size: int = 1
-    optim: OptimSpec = field(default_factory=OptimSpec)
-    sampling: SamplingSpec = field(default_factory=SamplingSpec)
+    envs_per_rank: int  # the rollout batch: episodes per iteration per process
+    optim: OptimSpec
+    sampling: SamplingSpec
 
 
 @dataclass
 class PrecisionConfig:
-    name: str = "32-true"
-    logprob_tolerance: float = 1e-3
+    name: str
+    logprob_tolerance: float
 
 
 @dataclass
 class TrainerConfig:
-    iterations: int = 20
-    seed: int = 0
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    checkpoint_every: int = 10
-    keep_last: Optional[int] = None
-    transcripts_every: int = 5
-    transcripts_count: int = 2
-    eval_every: int = 0
-    eval_samples: int = 16
-    eval_seed: int = 1_000_000_000
-    progress_bar: bool = True
+    iterations: int
+    seed: int
+    accelerator: str
+    devices: Any
+    num_nodes: int
+    checkpoint_every: int
+    keep_last: Optional[int]
+    transcripts_every: int
+    transcripts_count: int
+    eval_every: int
+    eval_samples: int
+    eval_seed: int
+    progress_bar: bool
 
 
 @dataclass
 class LoggerConfig:
-    tensorboard: bool = True
-    name: str = "tb"
+    tensorboard: bool
+    name: str
+
+
+@dataclass
+class SFTConfig:
+    data: Optional[str]  # JSONL of transcripts (stage=sft)
+    epochs: int
+    batch_size: int  # transcripts per optimizer step
+    max_tokens: int  # longer transcripts are cut (keeping the start)
+    holdout: float  # share of transcripts held out to report the validation loss
 
 
 @dataclass
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    reward: RewardTable = field(default_factory=RewardTable)
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
-    strategy: StrategySpec = field(default_factory=StrategySpec)
-    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    run_name: str = "default"
-    resume: Optional[str] = "auto"  # "auto": latest checkpoint of this run dir; a path; or null
+    model: ModelConfig
+    env: EnvConfig
+    reward: RewardTable
+    algorithm: AlgorithmConfig
+    strategy: StrategySpec
+    precision: PrecisionConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+    sft: SFTConfig
+    stage: str  # rl (online RL) | sft (supervised on transcripts)
+    run_name: str
+    resume: Optional[str]  # "auto": latest checkpoint of this run dir; a path; or null
 
 
 @dataclass
-class EvalSampling:
-    sampling: SamplingSpec = field(default_factory=lambda: SamplingSpec(greedy=True))
+class EvalAlgorithm:
+    sampling: SamplingSpec  # env files set algorithm.sampling.*, so evaluation reads it there too
 
 
 @dataclass
 class EvalConfig:
-    adapter: Optional[str] = None  # checkpoint dir, or "none" for the base model
-    compare: list[str] = field(default_factory=list)
-    model_path: Optional[str] = None
-    mode: str = "evaluate"
-    use_merged: bool = False
-    merged_path: Optional[str] = None
-    num_samples: int = 32
-    seed: int = 12345
-    by_task_index: bool = False
-    report: Optional[str] = None
-    log_dir: Optional[str] = None
-    env: EnvConfig = field(default_factory=EnvConfig)
-    reward: RewardTable = field(default_factory=RewardTable)
-    algorithm: EvalSampling = field(default_factory=EvalSampling)
+    adapter: Optional[str]  # checkpoint dir, or "none" for the base model
+    compare: list[str]
+    baseline: bool  # also evaluate the base model (adapter off), side by side
+    model_path: Optional[str]
+    mode: str
+    use_merged: bool
+    merged_path: Optional[str]
+    num_samples: int
+    batch_size: int  # episodes generated at once
+    seed: int
+    by_task_index: bool
+    report: Optional[str]
+    log_dir: Optional[str]
+    env: EnvConfig  # the env the adapter was trained on (its run's .hydra/config.yaml) unless given
+    reward: RewardTable  # the run's reward table unless given
+    algorithm: EvalAlgorithm
 
 
-def validate_eval(c: EvalConfig) -> None:
-    _need(c.adapter is not None, "adapter", c.adapter, "give a checkpoint directory or none")
-    _choice("mode", c.mode, ("evaluate", "merge", "both"))
-    _need(c.mode == "evaluate" or c.merged_path, "merged_path", c.merged_path, f"required with mode={c.mode}")
-    _need(not c.use_merged or c.merged_path, "merged_path", c.merged_path, "required with use_merged=true")
-    _need(c.num_samples >= 1, "num_samples", c.num_samples, "must be >= 1")
-    _need(c.env.envs_per_rank >= 1, "env.envs_per_rank", c.env.envs_per_rank, "must be >= 1")
-
+# ---- loading ---------------------------------------------------------------------------------
 
 def load(cfg: DictConfig, schema=TrainConfig, check=None):
     """Composed Hydra config -> validated schema object, or ConfigError with a one-line message."""
-    missing = sorted(OmegaConf.missing_keys(cfg))  # merging onto the schema would hide '???'
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    except OmegaConfBaseException as e:
+        raise _one_line(e) from None
+    missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ConfigError(f"{missing[0]}: a value is required (e.g. {missing[0]}=...)")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        msg = str(e).splitlines()[0]
-        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+        raise _one_line(e) from None
     (check or validate)(config)
     return config
+
+
+def _one_line(e: OmegaConfBaseException) -> ConfigError:
+    key = getattr(e, "full_key", None)
+    msg = str(e).splitlines()[0]
+    return ConfigError(f"{key}: {msg}" if key else msg)
 
 
 def _need(ok: bool, key: str, value, allowed: str) -> None:
@@ -165,59 +172,184 @@ def _choice(key: str, value, choices) -> None:
     _need(value in choices, key, value, "expected one of " + ", ".join(map(str, choices)))
 
 
+def _positive(prefix: str, obj, *names: str, zero_ok: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if zero_ok else value > 0)
+        _need(ok, f"{prefix}.{name}" if prefix else name, value, "must be >= 0" if zero_ok else "must be > 0")
+
+
+# ---- validation ------------------------------------------------------------------------------
+
 def validate(c: TrainConfig) -> None:
-    lora, alg, tr = c.model.lora, c.algorithm, c.trainer
-    _need(lora.rank >= 0, "model.lora.rank", lora.rank, "must be >= 0 (0 means full fine-tuning)")
+    _choice("stage", c.stage, STAGES)
+    validate_model(c.model)
+    validate_algorithm(c.algorithm)
+    validate_trainer(c.trainer)
+    validate_env(c.env)
+    _choice("strategy.name", c.strategy.name, STRATEGIES)
+    _choice("precision.name", c.precision.name, PRECISIONS)
+    _positive("precision", c.precision, "logprob_tolerance")
+    _positive("sft", c.sft, "epochs", "batch_size", "max_tokens")
+    _need(0 <= c.sft.holdout < 1, "sft.holdout", c.sft.holdout, "must be in [0, 1)")
+    _need(c.stage != "sft" or bool(c.sft.data), "sft.data", c.sft.data, "stage=sft needs a transcripts file")
+    lora = c.model.lora
+    _need(not (c.algorithm.kl_coef > 0 and c.strategy.name.startswith("deepspeed") and not (lora.enabled and lora.rank > 0)),
+          "algorithm.kl_coef", c.algorithm.kl_coef, "full fine-tuning with KL under DeepSpeed is not supported; use LoRA")
+    n, g = c.algorithm.envs_per_rank, c.algorithm.group_size
+    _need(n >= 1 and n % g == 0, "algorithm.envs_per_rank", n, f"must be a positive multiple of algorithm.group_size={g}")
+    if not c.model.path:
+        s = c.algorithm.sampling
+        _need(s.max_context_tokens <= c.model.tiny.max_positions, "algorithm.sampling.max_context_tokens",
+              s.max_context_tokens, f"must be <= model.tiny.max_positions={c.model.tiny.max_positions}")
+
+
+def validate_model(m: ModelConfig) -> None:
+    lora, tiny = m.lora, m.tiny
+    _need(isinstance(lora.rank, int) and lora.rank >= 0, "model.lora.rank", lora.rank, "must be >= 0 (0 means full fine-tuning)")
     _need(lora.alpha > 0, "model.lora.alpha", lora.alpha, "must be > 0")
     _need(0 <= lora.dropout < 1, "model.lora.dropout", lora.dropout, "must be in [0, 1)")
     _choice("model.lora.init", lora.init, LORA_INITS)
     tm = lora.target_modules
-    _need(tm == "all-linear" or (isinstance(tm, list) and tm and all(isinstance(x, str) for x in tm)),
+    _need(tm == "all-linear" or (isinstance(tm, list) and tm and all(isinstance(x, str) and x for x in tm)),
           "model.lora.target_modules", tm, "expected 'all-linear' or a non-empty list of module names")
-    _choice("strategy.name", c.strategy.name, STRATEGIES)
-    _choice("precision.name", c.precision.name, PRECISIONS)
-    _need(c.precision.logprob_tolerance > 0, "precision.logprob_tolerance", c.precision.logprob_tolerance, "must be > 0")
-    _choice("algorithm.advantage", alg.advantage, ADVANTAGES)
+    _positive("model.tiny", tiny, "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+              "max_positions", "initializer_range")
+    _need(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.num_heads", tiny.num_heads,
+          f"must divide model.tiny.hidden_size={tiny.hidden_size}")
+    _need(tiny.num_heads % tiny.num_kv_heads == 0, "model.tiny.num_kv_heads", tiny.num_kv_heads,
+          f"must divide model.tiny.num_heads={tiny.num_heads}")
+    _need((tiny.hidden_size // tiny.num_heads) % 2 == 0, "model.tiny.num_heads", tiny.num_heads,
+          "the head size (hidden_size / num_heads) must be even for rotary embeddings")
+
+
+def validate_algorithm(alg: AlgorithmConfig) -> None:
+    _choice("algorithm.advantage", alg.advantage, tuple(ESTIMATORS))
     _choice("algorithm.kl_estimator", alg.kl_estimator, KL_ESTIMATORS)
-    for key in ("ppo_epochs", "minibatch_size", "group_size"):
-        _need(getattr(alg, key) >= 1, f"algorithm.{key}", getattr(alg, key), "must be >= 1")
+    for key in ("ppo_epochs", "minibatch_size", "group_size", "envs_per_rank"):
+        _need(isinstance(getattr(alg, key), int) and getattr(alg, key) >= 1, f"algorithm.{key}", getattr(alg, key), "must be >= 1")
     _need(0 < alg.clip_eps < 1, "algorithm.clip_eps", alg.clip_eps, "must be in (0, 1)")
     _need(alg.dual_clip is None or alg.dual_clip > 1, "algorithm.dual_clip", alg.dual_clip, "must be > 1 or null")
-    for key in ("entropy_coef", "kl_coef", "value_coef"):
-        _need(getattr(alg, key) >= 0, f"algorithm.{key}", getattr(alg, key), "must be >= 0")
-    _need(0 <= alg.gamma <= 1 and 0 <= alg.lam <= 1, "algorithm.gamma/lam", (alg.gamma, alg.lam), "must be in [0, 1]")
+    _need(alg.value_clip is None or alg.value_clip > 0, "algorithm.value_clip", alg.value_clip, "must be > 0 or null")
+    _positive("algorithm", alg, "entropy_coef", "kl_coef", "value_coef", zero_ok=True)
+    for key in ("gamma", "lam", "baseline_momentum"):
+        _need(0 <= getattr(alg, key) <= 1, f"algorithm.{key}", getattr(alg, key), "must be in [0, 1]")
     _need(alg.advantage != "grpo" or alg.group_size > 1, "algorithm.group_size", alg.group_size,
           "GRPO needs >= 2 episodes per task")
-    _need(alg.optim.lr >= 0, "algorithm.optim.lr", alg.optim.lr, "must be >= 0")
-    s = alg.sampling
-    _need(s.max_new_tokens >= 1, "algorithm.sampling.max_new_tokens", s.max_new_tokens, "must be >= 1")
-    _need(s.temperature > 0, "algorithm.sampling.temperature", s.temperature, "must be > 0")
-    n = c.env.envs_per_rank
-    _need(n >= 1 and n % alg.group_size == 0, "env.envs_per_rank", n,
-          f"must be a positive multiple of algorithm.group_size={alg.group_size}")
-    _need(tr.iterations >= 1, "trainer.iterations", tr.iterations, "must be >= 1")
-    _need(tr.checkpoint_every >= 0, "trainer.checkpoint_every", tr.checkpoint_every, "must be >= 0 (0: only at the end)")
-    uses_kl = alg.kl_coef > 0
-    _need(not (uses_kl and c.strategy.name.startswith("deepspeed") and not (lora.enabled and lora.rank > 0)),
-          "algorithm.kl_coef", alg.kl_coef, "full fine-tuning with KL under DeepSpeed is not supported; use LoRA")
+    o = alg.optim
+    _positive("algorithm.optim", o, "lr", "weight_decay", "warmup_steps", zero_ok=True)
+    _need(o.max_grad_norm is None or o.max_grad_norm > 0, "algorithm.optim.max_grad_norm", o.max_grad_norm, "must be > 0 or null")
+    validate_sampling("algorithm.sampling", alg.sampling)
 
 
-def check_overrides(config_dir: str, config_name: str, overrides: list[str], schema=TrainConfig, check=None) -> None:
+def validate_sampling(prefix: str, s: SamplingSpec) -> None:
+    _positive(prefix, s, "max_new_tokens", "temperature")
+    _need(s.max_context_tokens > s.max_new_tokens + 16, f"{prefix}.max_context_tokens", s.max_context_tokens,
+          f"must leave room for a prompt: more than {prefix}.max_new_tokens + 16 = {s.max_new_tokens + 16}")
+
+
+def validate_trainer(tr: TrainerConfig) -> None:
+    _need(isinstance(tr.iterations, int) and tr.iterations >= 1, "trainer.iterations", tr.iterations, "must be >= 1")
+    _positive("trainer", tr, "checkpoint_every", "eval_every", "transcripts_every", "transcripts_count", zero_ok=True)
+    _positive("trainer", tr, "eval_samples", "num_nodes")
+    _need(tr.keep_last is None or (isinstance(tr.keep_last, int) and tr.keep_last >= 1), "trainer.keep_last",
+          tr.keep_last, "must be >= 1, or null to keep every checkpoint")
+    _choice("trainer.accelerator", tr.accelerator, ACCELERATORS)
+    if tr.accelerator in ("gpu", "cuda"):
+        import torch
+
+        _need(torch.cuda.is_available(), "trainer.accelerator", tr.accelerator,
+              "no CUDA GPU on this machine (use cpu or auto)")
+    from lorarl.strategies import world_size
+
+    try:
+        world_size(tr.devices, tr.num_nodes, tr.accelerator)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate_env(e: EnvConfig) -> None:
+    _positive("env", e, "episode_timeout_s")
+    _positive("env", e, "straggler_timeout_s", zero_ok=True)
+    _positive("env", e, "step_workers", zero_ok=True)
+
+
+def validate_eval(c: EvalConfig) -> None:
+    _need(c.adapter is not None, "adapter", c.adapter, "give a checkpoint directory or none")
+    _choice("mode", c.mode, ("evaluate", "merge", "both"))
+    _need(c.mode == "evaluate" or c.merged_path, "merged_path", c.merged_path, f"required with mode={c.mode}")
+    _need(not c.use_merged or c.merged_path, "merged_path", c.merged_path, "required with use_merged=true")
+    _positive("", c, "num_samples", "batch_size")
+    validate_sampling("algorithm.sampling", c.algorithm.sampling)
+    validate_env(c.env)
+
+
+def _unknown_key(key: str, config_dir: str, config_name: str) -> str:
+    """"<key>: no such key", with the closest existing keys (same last part first)."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir, version_base="1.3"):
+        known = _flat_keys(OmegaConf.to_container(compose(config_name), resolve=False))
+    same_leaf = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    close = same_leaf or difflib.get_close_matches(key, known, n=2, cutoff=0.75)
+    return f"{key}: no such key" + (f" (did you mean {' or '.join(close[:2])}?)" if close else "")
+
+
+def _flat_keys(node, prefix="") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix[:-1]]
+    return [k for name, v in node.items() for k in _flat_keys(v, f"{prefix}{name}.")] + ([prefix[:-1]] if prefix else [])
+
+
+def check_overrides(config_dir: str, config_name: str, overrides: list[str], build=None) -> None:
     """Compose and validate like Hydra will, turning Hydra's multi-line composition errors
-    (unknown option of a group, unknown key, bad override syntax) into one-line ConfigErrors."""
+    (unknown option of a group, unknown key, bad override syntax) into one-line ConfigErrors.
+    ``build(cfg, overrides)`` turns the composed config into the validated one (default: ``load``)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException, MissingConfigException
 
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
         with initialize_config_dir(config_dir, version_base="1.3"):
-            load(compose(config_name, overrides=user), schema, check)
+            (build or (lambda cfg, _: load(cfg)))(compose(config_name, overrides=user), user)
     except MissingConfigException as e:
         options = getattr(e, "options", None) or []
         where = str(e).splitlines()[0].replace("In 'config': ", "")
         raise ConfigError(f"{where}; available: {', '.join(options)}" if options else where) from None
     except HydraException as e:
+        unknown = re.match(r"Could not override '([^']+)'", str(e))
+        if unknown:
+            raise ConfigError(_unknown_key(unknown.group(1), config_dir, config_name)) from None
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
         detail = next((ln for ln in lines if "not in struct" in ln or "Error" in ln or "mismatched" in ln), lines[-1])
         raise ConfigError(f"{key}: {detail}" if key else f"{lines[0]} {detail}".strip()) from None
+
+
+RUN_KEYS = ("env", "reward", "algorithm.sampling.max_new_tokens", "algorithm.sampling.max_context_tokens")
+
+
+def with_run_config(cfg: DictConfig, run_config: str | None, user_keys: set[str]) -> DictConfig:
+    """An evaluation of a run's adapter plays the run's env with its reward table and reply
+    lengths (from ``run_config``, the run's .hydra/config.yaml), except what the user set on the
+    command line. Without a run config the env must be given (``env=...``)."""
+    cfg = cfg.copy()
+    adapter = cfg.get("adapter")
+    if adapter not in (None, "none", "???") and not OmegaConf.is_missing(cfg, "adapter"):
+        from pathlib import Path
+
+        if not Path(adapter).is_dir():
+            raise ConfigError(f"adapter={adapter}: no such directory")
+    if run_config:
+        run = OmegaConf.load(run_config)
+        for key in RUN_KEYS:
+            if not any(u == key or u.startswith(key + ".") for u in user_keys) and OmegaConf.select(run, key) is not None:
+                OmegaConf.update(cfg, key, OmegaConf.select(run, key), merge=False, force_add=True)
+        if "env" not in {u.split(".")[0] for u in user_keys} and OmegaConf.select(run, "env.envs_per_rank") is not None:
+            cfg.env.pop("envs_per_rank")  # runs made before the rollout batch moved to algorithm.envs_per_rank
+    if OmegaConf.select(cfg, "env.id") is None:
+        raise ConfigError("env: no env given and no training run config beside the adapter; pass env=db_bench "
+                          "(or os_interaction, target_word)")
+    return cfg

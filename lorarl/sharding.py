@@ -28,7 +28,8 @@ class ShardingPlan:
     def apply(self, policy: nn.Module, device_mesh=None) -> None:
         pass
 
-    def clip_grad_norm(self, policy: nn.Module, max_norm: float | None) -> float:
+    def clip_grad_norm(self, policy: nn.Module, max_norm: float | None) -> float | None:
+        """Clip; the norm before clipping, or None where the strategy does not expose it."""
         params = [p for p in _trainable(policy) if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
@@ -88,8 +89,8 @@ class DeepSpeedPlan(ShardingPlan):
     def apply(self, policy: nn.Module, device_mesh=None) -> None:
         pass  # the engine partitions at setup
 
-    def clip_grad_norm(self, policy: nn.Module, max_norm: float | None) -> float:
-        return 0.0  # clipped inside engine.step(); the norm is logged by DeepSpeed itself
+    def clip_grad_norm(self, policy: nn.Module, max_norm: float | None) -> float | None:
+        return None  # the engine clips inside its step (gradient_clipping in its config)
 
     def generation_context(self, policy: nn.Module):
         if self.stage < 3:

@@ -14,10 +14,12 @@ STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
 
 @dataclass
 class StrategySpec:
-    name: str = "auto"  # auto | ddp | fsdp (FSDP2) | deepspeed_stage_2 | deepspeed_stage_3
-    activation_checkpointing: bool = False  # recompute decoder activations in backward
-    offload_optimizer: bool = False  # DeepSpeed only: keep optimizer state on CPU
-    process_group_backend: Optional[str] = None  # nccl on GPU, gloo on CPU when unset
+    """Defaults in conf/strategy/auto.yaml."""
+
+    name: str  # auto | ddp | fsdp (FSDP2) | deepspeed_stage_2 | deepspeed_stage_3
+    activation_checkpointing: bool  # recompute decoder activations in backward
+    offload_optimizer: bool  # DeepSpeed only: keep optimizer state on CPU
+    process_group_backend: Optional[str]  # nccl on GPU, gloo on CPU when unset
 
 
 def deepspeed_config(stage: int, max_grad_norm: float | None, offload_optimizer: bool) -> dict:
@@ -52,11 +54,9 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: 
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         # Pure data-parallel sharding: every process holds one shard ("auto" would mean one per node).
-        strategy = ModelParallelStrategy(
-            data_parallel_size=world_size, tensor_parallel_size=1, save_distributed_checkpoint=False
-        )
-        if spec.process_group_backend:
-            strategy._process_group_backend = spec.process_group_backend
+        strategy = ModelParallelStrategy(data_parallel_size=world_size, tensor_parallel_size=1,
+                                         save_distributed_checkpoint=False,
+                                         process_group_backend=spec.process_group_backend)
         return strategy, FSDP2Plan(spec.activation_checkpointing)
     if not torch.cuda.is_available():
         raise ValueError(f"strategy.name={spec.name}: DeepSpeed needs CUDA GPUs; on CPU use ddp or fsdp")
@@ -68,12 +68,18 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: 
 
 
 def world_size(devices, num_nodes: int, accelerator: str) -> int:
-    """Processes a Trainer with these settings will start."""
-    if isinstance(devices, (list, tuple)):
-        per_node = len(devices)
-    elif devices in ("auto", -1, "-1"):
-        use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        per_node = torch.cuda.device_count() if use_gpu else 1
-    else:
-        per_node = int(devices)
+    """Processes a Trainer with these settings will start, parsed by Lightning's own accelerators
+    (raises ValueError, from Lightning, for devices it would refuse)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and CUDAAccelerator.is_available())
+    acc = CUDAAccelerator if use_gpu else CPUAccelerator
+    try:
+        parsed = acc.parse_devices(acc.auto_device_count() if devices == "auto" else devices)
+    except (MisconfigurationException, TypeError) as e:
+        raise ValueError(f"trainer.devices={devices!r}: {str(e).splitlines()[0]}") from None
+    per_node = len(parsed) if isinstance(parsed, (list, tuple)) else int(parsed)
+    if per_node < 1:
+        raise ValueError(f"trainer.devices={devices!r}: no device selected")
     return per_node * num_nodes

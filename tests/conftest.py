@@ -27,6 +27,12 @@ def run_train(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subproce
     )
 
 
+@pytest.fixture(scope="session")
+def defaults():
+    """The default training config, as conf/ defines it: the one home of every default."""
+    return compose([])
+
+
 @pytest.fixture
 def tiny_tokenizer():
     from lorarl.tokenizer import build_byte_tokenizer
@@ -35,7 +41,7 @@ def tiny_tokenizer():
 
 
 @pytest.fixture
-def tiny_lm(tiny_tokenizer):
-    from lorarl.models import TinyModelSpec, build_tiny_model
+def tiny_lm(tiny_tokenizer, defaults):
+    from lorarl.models import build_tiny_model
 
-    return build_tiny_model(TinyModelSpec(), len(tiny_tokenizer), tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id)
+    return build_tiny_model(defaults.model.tiny, len(tiny_tokenizer), tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id)

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envs.task_env import required
+
 MODIFY = ("INSERT", "UPDATE", "DELETE")
 ANSWER_RULES = ("agentbench", "tolerant")
 
@@ -111,16 +113,6 @@ def _norm(v) -> str:
 _MD5 = re.compile(r"[0-9a-f]{32}")
 
 
-def _field(entry: dict, path: str, where: str):
-    """entry["a"]["b"] for path "a.b", or a ValueError naming the task and the missing field."""
-    value = entry
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise ValueError(f"{where}: missing field {path!r}")
-        value = value[key]
-    return value
-
-
 def load_agentbench(path: str | Path) -> list[Task]:
     tasks = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
@@ -131,20 +123,20 @@ def load_agentbench(path: str | Path) -> list[Task]:
             e = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{where}: not JSON ({err.msg})") from None
-        info = _field(e, "table.table_info", where)
+        info = required(e, "table.table_info", where)
         typ = (e.get("type") or ["other"])[0]
         modify = typ in MODIFY
-        label = _field(e, "label", where)
+        label = required(e, "label", where)
         if not isinstance(label, list):
             raise ValueError(f"{where}: 'label' must be a list")
         md5 = _MD5.search(str(e.get("answer_md5") or ""))
         tasks.append(Task(
-            description=_field(e, "description", where),
+            description=required(e, "description", where),
             add_description=e.get("add_description") or "",
-            table_name=_field(e, "table.table_name", where),
+            table_name=required(e, "table.table_name", where),
             # AgentBench creates every column as TEXT whatever the file says.
-            columns=[(_field(c, "name", where), "TEXT") for c in _field(info, "columns", where)],
-            rows=_field(info, "rows", where),
+            columns=[(required(c, "name", where), "TEXT") for c in required(info, "columns", where)],
+            rows=required(info, "rows", where),
             task_type=typ,
             kind="modify" if modify else "select",
             label=None if modify else label,
@@ -158,24 +150,27 @@ def load_agentbench(path: str | Path) -> list[Task]:
 
 
 def load_lifelong(path: str | Path) -> list[Task]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
     entries = data.items() if isinstance(data, dict) else enumerate(data)
     tasks = []
     for key, e in entries:
         where = f"{path}[{key}]"
-        info, ans = _field(e, "table_info", where), _field(e, "answer_info", where)
+        info, ans = required(e, "table_info", where), required(e, "answer_info", where)
         modify = ans.get("direct") is None and bool(ans.get("sql"))
         if ans.get("direct") is None and not modify:
             raise ValueError(f"{where}: answer_info needs 'direct' (a question) or 'sql' (a modification)")
         skills = list(e.get("skill_list") or [])
         tasks.append(Task(
-            description=_field(e, "instruction", where),
-            table_name=_field(info, "name", where),
-            columns=[(_field(c, "name", where), c.get("type", "TEXT")) for c in _field(info, "column_info_list", where)],
-            rows=_field(info, "row_list", where),
+            description=required(e, "instruction", where),
+            table_name=required(info, "name", where),
+            columns=[(required(c, "name", where), c.get("type", "TEXT")) for c in required(info, "column_info_list", where)],
+            rows=required(info, "row_list", where),
             task_type=skills[0] if skills else ("modify" if modify else "select"),
             kind="modify" if modify else "select",
-            label=None if modify else flatten_rows(_field(ans, "direct", where)),
+            label=None if modify else flatten_rows(required(ans, "direct", where)),
             gold_sql=ans.get("sql"),
             skills=skills,
             source="lifelong",

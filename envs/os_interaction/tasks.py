@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envs.task_env import required
+
 Script = tuple[str, str]  # (language, code)
 LANGUAGES = ("bash", "python", "c", "c++", "cpp")  # AgentBench's; LifelongAgentBench spells C++ "cpp"
 
@@ -59,9 +61,12 @@ def _script(obj, script_dir: Path, where: str = "") -> Script | None:
 
 
 def _entries(path: Path) -> list[dict]:
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
     return data if isinstance(data, list) else [data]
 
 
@@ -136,21 +141,24 @@ def load_lifelong(path: str | Path) -> list[OSTask]:
     """LifelongAgentBench os_interaction JSON: {index: {instruction, initialization_command_item,
     evaluation_info: {evaluation_command_item, ground_truth_command_item}, skill_list}}. Success is
     the evaluation command exiting 0."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    entries = data.values() if isinstance(data, dict) else data
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
+    entries = data.items() if isinstance(data, dict) else enumerate(data)
     tasks = []
-    for e in entries:
-        info = e["evaluation_info"]
-        init, evaluate = e["initialization_command_item"], info["evaluation_command_item"]
-        truth = info.get("ground_truth_command_item")
+    for key, e in entries:
+        where = f"{path}[{key}]"
+        init, evaluate = required(e, "initialization_command_item", where), required(e, "evaluation_info.evaluation_command_item", where)
+        truth = (e.get("evaluation_info") or {}).get("ground_truth_command_item")
         for item in (init, evaluate):
             if item.get("command_name", "bash") not in LANGUAGES:
-                raise ValueError(f"{path}: command_name {item['command_name']!r}: expected one of {', '.join(LANGUAGES)}")
+                raise ValueError(f"{where}: command_name {item['command_name']!r}: expected one of {', '.join(LANGUAGES)}")
         tasks.append(OSTask(
-            description=e["instruction"], init=[(init.get("command_name", "bash"), init["script"])],
-            check=[(evaluate.get("command_name", "bash"), evaluate["script"])],
+            description=required(e, "instruction", where), init=[(init.get("command_name", "bash"), required(init, "script", where))],
+            check=[(evaluate.get("command_name", "bash"), required(evaluate, "script", where))],
             labels=list(e.get("skill_list") or []), source="lifelong",
-            solution=[truth["script"]] if truth else [],
+            solution=[truth["script"]] if truth and "script" in truth else [],
         ))
     return tasks
 

@@ -1,4 +1,5 @@
 from lorarl.callbacks.checkpoint import AdapterCheckpoint
 from lorarl.callbacks.evaluation import PeriodicEvaluation
+from lorarl.callbacks.progress import IterationLog, IterationProgress
 
-__all__ = ["AdapterCheckpoint", "PeriodicEvaluation"]
+__all__ = ["AdapterCheckpoint", "IterationLog", "IterationProgress", "PeriodicEvaluation"]

@@ -1,7 +1,10 @@
-"""Save adapter-only checkpoints every N iterations and after the last one."""
+"""Save adapter-only checkpoints every N iterations and after the last one, verified by a manifest.
+A save that fails (a full disk) removes its temporary directory, leaves older checkpoints as they
+are, and stops the run with one line (``CheckpointError``)."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from collections import Counter
@@ -27,21 +30,32 @@ class AdapterCheckpoint(L.Callback):
     def save(self, trainer: L.Trainer, module: L.LightningModule, iteration: int) -> Path:
         name = ckpt.checkpoint_name(iteration)
         tmp, final = self.dirpath / f".tmp-{name}", self.dirpath / name
-        if trainer.is_global_zero:
+        try:
+            if trainer.is_global_zero:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            trainer.strategy.barrier()
+            state = module.sharding.trainable_state_dict(module.policy)  # collective when sharded
+            if trainer.is_global_zero:
+                ckpt.save_policy_files(module.policy, state, tmp)
+            trainer.save_checkpoint(tmp / ckpt.TRAINER_STATE, weights_only=False)  # collective; rank 0 writes
+            if trainer.is_global_zero:
+                ckpt.write_stats(tmp, training_stats(module, iteration, trainer.global_step))
+                ckpt.write_manifest(tmp)
+                ckpt.publish(tmp, final)
+                ckpt.prune(self.dirpath, self.keep_last)
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        trainer.strategy.barrier()
-        state = module.sharding.trainable_state_dict(module.policy)  # collective when sharded
-        if trainer.is_global_zero:
-            ckpt.save_policy_files(module.policy, state, tmp)
-        trainer.save_checkpoint(tmp / ckpt.TRAINER_STATE)  # collective; rank 0 writes
-        if trainer.is_global_zero:
-            ckpt.write_stats(tmp, training_stats(module, iteration, trainer.global_step))
-            ckpt.publish(tmp, final)
-            ckpt.prune(self.dirpath, self.keep_last)
+            raise ckpt.CheckpointError(f"{_reason(e, self.dirpath)} in {self.dirpath}") from None
         trainer.strategy.barrier()
         self.last_saved = final
         return final
+
+
+def _reason(e: Exception, where: Path) -> str:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or shutil.disk_usage(where).free < (1 << 20):
+        return "no space left on device"
+    return (e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]).lower()
 
 
 def training_stats(module: L.LightningModule, iteration: int, global_step: int) -> dict:

@@ -1,14 +1,15 @@
-"""Periodic evaluation during training, with the same code as ``evaluate.py``.
+"""Periodic evaluation during training, with the same code and metric names as ``evaluate.py``.
 
 Runs greedy episodes on a held-out seed range (far from the training seeds) every N
-iterations and logs ``eval/*`` metrics next to the training curves.
+iterations and logs ``eval/<metric>`` next to the training curves' ``rollout/<metric>``.
 """
 
 from __future__ import annotations
 
 import lightning as L
 
-from lorarl.evaluation import EvalSpec, evaluate_policy, summarize
+from lorarl.evaluation import EvalSpec, evaluate_policy
+from lorarl.metrics import episode_metrics, log_synced, prefixed
 from lorarl.rollout import RolloutCollector
 
 
@@ -22,10 +23,8 @@ class PeriodicEvaluation(L.Callback):
         if not self.every or done % self.every:
             return
         with module.sampling_mode():
-            episodes, tps = evaluate_policy(module.policy, self.collector, self.spec,
-                                            module.sharding.synced_generate, module._any_rank)
-        m = summarize(episodes, tps)
-        self.history.append({"iteration": done, **m})
-        stats = {"eval/success_rate": m["success_rate"], "eval/mean_reward": m["mean_reward"], "eval/mean_rounds": m["mean_rounds"]}
-        stats.update({f"eval/outcome/{k}": v for k, v in m["outcome_mix"].items()})
-        module.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(episodes))
+            episodes, _ = evaluate_policy(module.policy, self.collector, self.spec, module.sharding.synced_generate,
+                                          module.any_rank)
+        metrics = episode_metrics(episodes)
+        self.history.append({"iteration": done, "episodes": len(episodes), **metrics})
+        log_synced(module, prefixed("eval", metrics), len(episodes), on_step=False)

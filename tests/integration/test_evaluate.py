@@ -26,41 +26,46 @@ def test_dynamic_and_merged_give_identical_greedy_transcripts_and_base_is_compar
     common = ["env=target_word", "num_samples=8", f"model_path={trained / 'base_model'}"]
     dyn = run_eval(common + [f"adapter={ckpt}", "compare=[none]", f"report={tmp_path / 'dyn'}"])
     assert dyn.returncode == 0, dyn.stderr[-2000:]
-    assert "success (overall)" in dyn.stdout and "none" in dyn.stdout
-    mer = run_eval(common + [f"adapter={ckpt}", "mode=both", f"merged_path={merged}", "use_merged=true",
+    assert "success_rate" in dyn.stdout and "none" in dyn.stdout
+    mer = run_eval(common + [f"adapter={ckpt}", "mode=both", f"merged_path={merged}", "use_merged=true", "baseline=false",
                              f"report={tmp_path / 'merged.json'}"])
     assert mer.returncode == 0, mer.stderr[-2000:]
     assert (merged / "config.json").exists() and (merged / "tokenizer.json").exists()
     a = json.loads((tmp_path / "dyn" / "iter_000004_TargetWord-v0.json").read_text())
     b = json.loads((tmp_path / "merged.json").read_text())
-    base = json.loads((tmp_path / "dyn" / "none_TargetWord-v0.json").read_text())
+    base = json.loads((tmp_path / "dyn" / "base_TargetWord-v0.json").read_text())
     assert [e["transcript"] for e in a["episodes"]] == [e["transcript"] for e in b["episodes"]]
     assert [e["transcript"] for e in a["episodes"]] != [e["transcript"] for e in base["episodes"]]  # the adapter matters
     for report in (a, b, base):
         assert set(report) == {"model", "config", "metrics", "episodes"}
         m = report["metrics"]
         assert m["episodes"] == 8 and 0 <= m["success_rate"] <= 1
-        assert set(m) >= {"success_rate_by_task_type", "outcome_mix", "mean_rounds", "tokens_per_s", "mean_reward"}
-        assert abs(sum(m["outcome_mix"].values()) - 1) < 1e-6
-        assert all(set(e) == {"seed", "task_type", "outcome", "reward", "rounds", "transcript"} for e in report["episodes"])
+        assert set(m) >= {"success_rate", "reward_mean", "turns_mean", "tokens_per_s", "outcome/correct"}  # training's names
+        assert any(k.startswith("success_rate/") for k in m)  # per task type
+        assert abs(sum(v for k, v in m.items() if k.startswith("outcome/")) - 1) < 1e-6
+        assert all(set(e) == {"seed", "task_type", "outcome", "reward", "turns", "transcript"} for e in report["episodes"])
     # the same seeded tasks for every model
     assert [e["seed"] for e in a["episodes"]] == [e["seed"] for e in base["episodes"]]
 
 
-def test_default_report_lands_next_to_adapter_and_tensorboard(trained, tmp_path):
+def test_run_env_is_used_reports_land_next_to_adapter_and_tensorboard(trained, tmp_path):
+    """No env= given: the adapter's run trained on target_word (its .hydra/config.yaml), so that is evaluated."""
     ckpt = trained / "checkpoints/iter_000004"
-    proc = run_eval(["env=target_word", "num_samples=4", f"adapter={ckpt}", f"log_dir={tmp_path / 'tb'}"])
+    proc = run_eval(["num_samples=4", f"adapter={ckpt}", f"log_dir={tmp_path / 'tb'}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (ckpt / "eval_TargetWord-v0.json").exists()
+    assert (ckpt / "eval_TargetWord-v0.json").exists() and (ckpt / "eval_TargetWord-v0_base.json").exists()
     assert list((tmp_path / "tb").rglob("events.out.tfevents*"))
+    assert not (ROOT / "evaluate.log").exists()
 
 
-def test_error_cases_are_one_clear_line(trained, tmp_path):
-    from lorarl.models import TinyModelSpec, build_tiny_model
+def test_error_cases_are_one_clear_line(trained, tmp_path, defaults):
+    from dataclasses import replace
+
+    from lorarl.models import build_tiny_model
     from lorarl.tokenizer import build_byte_tokenizer
 
     tok = build_byte_tokenizer()
-    other = build_tiny_model(TinyModelSpec(hidden_size=32, num_heads=2, num_kv_heads=1), len(tok), tok.eos_token_id, tok.pad_token_id)
+    other = build_tiny_model(replace(defaults.model.tiny, hidden_size=32, num_heads=2, num_kv_heads=1), len(tok), tok.eos_token_id, tok.pad_token_id)
     other.save_pretrained(tmp_path / "other")
     tok.save_pretrained(tmp_path / "other")
     ckpt = trained / "checkpoints/iter_000004"
@@ -69,7 +74,8 @@ def test_error_cases_are_one_clear_line(trained, tmp_path):
         ([f"adapter={ckpt}", f"model_path={tmp_path / 'other'}"], "does not fit this base model", "size mismatch"),
         ([f"adapter={ckpt}", "env=nope"], "error:", "env"),
         ([f"adapter={ckpt}", "env.id=lorarl/Nope-v0"], "error: env.id='lorarl/Nope-v0'", ""),
-        (["adapter=none"], "model_path", ""),
+        (["adapter=none", "env=target_word"], "model_path", ""),
+        (["adapter=none"], "error: env", "pass env="),
         ([f"adapter={ckpt}", "mode=merge"], "merged_path", ""),
     ]
     for args, needle, also in cases:

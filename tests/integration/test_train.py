@@ -40,13 +40,16 @@ def test_default_train_py_completes_and_leaves_user_files(tmp_path):
     assert stats["iteration"] == 10 and sum(stats["outcome_counts"].values()) == 16
     for key in ("rollout/reward_mean", "rollout/success_rate", "rollout/kl_to_base_k3", "train/policy_loss"):
         assert key in stats["metrics"]
+    log = (tmp_path / "train.log").read_text()
+    assert "iteration 10/10 reward=" in log  # the run's log holds its lines
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr and "Tip" not in proc.stderr  # a quiet console
     # TensorBoard carries every metric family and transcripts
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    for tag in ("rollout/reward_mean", "rollout/success_rate", "outcome/correct", "rollout/episode_turns",
+    for tag in ("rollout/reward_mean", "rollout/success_rate", "rollout/outcome/correct", "rollout/turns_mean",
                 "train/policy_loss", "train/entropy", "train/approx_kl_k3", "rollout/kl_to_base_k3",
                 "train/clip_frac", "train/value_loss", "train/explained_variance", "train/grad_norm", "train/lr",
                 "perf/rollout_tokens_per_s", "perf/train_tokens_per_s", "check/logprob_max_abs_dev"):
@@ -104,7 +107,7 @@ def test_policy_learns_on_toy_env_and_not_with_zero_lr(tmp_path):
 
 
 def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(tmp_path):
-    common = ["env=target_word", "trainer.progress_bar=false", "trainer.checkpoint_every=2", "env.envs_per_rank=8"]
+    common = ["env=target_word", "trainer.progress_bar=false", "trainer.checkpoint_every=2", "algorithm.envs_per_rank=8"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert run_train(common + ["trainer.iterations=4", f"hydra.run.dir={a}"]).returncode == 0
     assert run_train(common + ["trainer.iterations=2", f"hydra.run.dir={b}"]).returncode == 0
@@ -113,7 +116,7 @@ def test_resume_gives_the_same_adapter_as_an_uninterrupted_run(tmp_path):
     (b / "checkpoints" / "iter_000003").mkdir()
     resumed = run_train(common + ["trainer.iterations=4", f"hydra.run.dir={b}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "iter_000002/trainer_state.pt" in resumed.stderr
+    assert "resuming from" in resumed.stdout and "iter_000002/trainer_state.pt" in resumed.stdout
     for f in ("adapter_model.safetensors", "value_head.safetensors"):
         ta, tb = load_file(str(a / "checkpoints/iter_000004" / f)), load_file(str(b / "checkpoints/iter_000004" / f))
         assert ta.keys() == tb.keys()
@@ -156,7 +159,7 @@ def test_logprob_mismatch_fails_loudly(tmp_path):
 def test_ddp_two_processes_sync_gradients(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
     args = ["env=target_word", "strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.iterations=2",
-            "env.envs_per_rank=8", "algorithm.minibatch_size=4", "trainer.progress_bar=false"]
+            "algorithm.envs_per_rank=8", "algorithm.minibatch_size=4", "trainer.progress_bar=false"]
     proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/ddp_sync_script.py"), str(tmp_path), *args],
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert "SYNC_OK world=2" in proc.stdout, proc.stderr[-3000:]
@@ -166,7 +169,7 @@ def test_ddp_two_processes_sync_gradients(tmp_path):
 @pytest.mark.distributed
 def test_fsdp2_two_processes_train_and_save_loadable_adapter(tmp_path):
     proc = run_train(["env=target_word", "strategy=fsdp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.iterations=2",
-                      "env.envs_per_rank=8", "trainer.progress_bar=false", "model.lora.rank=4", f"hydra.run.dir={tmp_path}"])
+                      "algorithm.envs_per_rank=8", "trainer.progress_bar=false", "model.lora.rank=4", f"hydra.run.dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = tmp_path / "checkpoints/iter_000002"
     model = _peft_load(ckpt)
@@ -179,12 +182,13 @@ def test_fsdp2_two_processes_train_and_save_loadable_adapter(tmp_path):
 def test_periodic_evaluation_logs_held_out_metrics(tmp_path):
     from lorarl.callbacks import PeriodicEvaluation
 
-    config = compose(FAST + ["trainer.iterations=2", "trainer.eval_every=1", "trainer.eval_samples=6", "env.envs_per_rank=4"])
+    config = compose(FAST + ["trainer.iterations=2", "trainer.eval_every=1", "trainer.eval_samples=6", "algorithm.envs_per_rank=4"])
     trainer, module, _ = build_run(config, tmp_path)
     trainer.fit(module)
     (cb,) = [c for c in trainer.callbacks if isinstance(c, PeriodicEvaluation)]
     assert [h["iteration"] for h in cb.history] == [1, 2] and all(h["episodes"] == 6 for h in cb.history)
     assert "eval/success_rate" in trainer.callback_metrics and "eval/outcome/incorrect" in trainer.callback_metrics
+    assert "eval/reward_mean" in trainer.callback_metrics and "eval/turns_mean" in trainer.callback_metrics
 
 
 def test_shell_env_trains_end_to_end_and_bad_env_kwargs_are_one_line(tmp_path):
@@ -192,7 +196,7 @@ def test_shell_env_trains_end_to_end_and_bad_env_kwargs_are_one_line(tmp_path):
 
     if reason := probe():
         pytest.skip(f"this machine cannot create the os_interaction sandbox: {reason}")
-    proc = run_train(["env=os_interaction", "trainer.iterations=1", "trainer.checkpoint_every=1", "env.envs_per_rank=4",
+    proc = run_train(["env=os_interaction", "trainer.iterations=1", "trainer.checkpoint_every=1", "algorithm.envs_per_rank=4",
                       "trainer.progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((tmp_path / "run/checkpoints/iter_000001/training_stats.json").read_text())

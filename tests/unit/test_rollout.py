@@ -1,13 +1,16 @@
 """Token-in/token-out rollouts: masks, framing and logprobs on a real two-turn episode."""
 
+import time
+
 import gymnasium as gym
 import torch
 
 import envs  # noqa: F401
-from lorarl.lora import LoraSpec, apply_lora
+from dataclasses import replace
+
+from lorarl.lora import apply_lora
 from lorarl.policy import Policy
-from lorarl.rewards import RewardTable
-from lorarl.rollout import ChatFramer, RolloutCollector, SamplingSpec, episodes_to_batch
+from lorarl.rollout import ChatFramer, RolloutCollector, episodes_to_batch
 
 
 def _runs(mask):
@@ -20,12 +23,12 @@ def _runs(mask):
     return out
 
 
-def test_two_turn_episode_masks_and_framing(tiny_tokenizer, tiny_lm):
+def test_two_turn_episode_masks_and_framing(tiny_tokenizer, tiny_lm, defaults):
     torch.manual_seed(0)
     tok = tiny_tokenizer
-    policy = Policy(apply_lora(tiny_lm, LoraSpec()), with_value_head=False, keep_reference=False).eval()
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
     env = gym.make("lorarl/TargetWord-v0", words=["zzzz"], max_turns=2)  # a random model never says zzzz
-    collector = RolloutCollector([env], tok, SamplingSpec(max_new_tokens=5), RewardTable())
+    collector = RolloutCollector([env], tok, replace(defaults.algorithm.sampling, max_new_tokens=5), defaults.reward)
     (ep,) = collector.collect(policy, seeds=[3], group_ids=[0])
     assert ep.turns == 2 and ep.outcome == "incorrect"
     framer = ChatFramer(tok)
@@ -70,12 +73,12 @@ def test_batch_select_trims_padding(tiny_tokenizer):
     assert sub.input_ids.tolist() == [[1, 2]] and len(sub) == 1
 
 
-def test_env_history_turns_are_framed_as_chat_turns(tiny_tokenizer, tiny_lm):
+def test_env_history_turns_are_framed_as_chat_turns(tiny_tokenizer, tiny_lm, defaults):
     """AgentBench's conversation (instructions, "Ok.", question) arrives as info["history"]."""
     tok = tiny_tokenizer
-    policy = Policy(apply_lora(tiny_lm, LoraSpec()), with_value_head=False, keep_reference=False).eval()
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
     env = gym.make("lorarl/DBBench-v0", prompt_format="chat", max_rounds=1)
-    collector = RolloutCollector([env], tok, SamplingSpec(max_new_tokens=4), RewardTable())
+    collector = RolloutCollector([env], tok, replace(defaults.algorithm.sampling, max_new_tokens=4), defaults.reward)
     (ep,) = collector.collect(policy, seeds=[0], group_ids=[0])
     obs, info = env.reset(seed=0)
     assert [m["role"] for m in ep.messages[:3]] == ["user", "assistant", "user"]
@@ -98,3 +101,46 @@ def test_env_error_episodes_are_not_trained_on():
     batch = episodes_to_batch([ok, broken], pad_id=0)
     assert batch.action_mask.tolist() == [[False, False, True, True], [False, False, False, False]]
     assert batch.group_ids.tolist()[0] == 3 and batch.group_ids.tolist()[1] < 0
+
+
+class _Slow(gym.Wrapper):
+    """An env whose steps take ``delay`` seconds (a slow shell command, a slow query)."""
+
+    def __init__(self, env, delay):
+        super().__init__(env)
+        self.delay = delay
+
+    def step(self, action):
+        time.sleep(self.delay)
+        return self.env.step(action)
+
+
+def _collector(tok, defaults, delays, **kwargs):
+    envs = [_Slow(gym.make("lorarl/TargetWord-v0", words=["zzzz"], max_turns=2), d) for d in delays]
+    return RolloutCollector(envs, tok, replace(defaults.algorithm.sampling, max_new_tokens=3), defaults.reward, **kwargs)
+
+
+def test_env_steps_run_in_parallel_and_a_slow_env_delays_only_its_episode(tiny_tokenizer, tiny_lm, defaults):
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
+    timed = lambda c: (time.perf_counter(), c.collect(policy, [0, 1, 2, 3], [0, 1, 2, 3]), time.perf_counter())
+    t0, _, t1 = timed(_collector(tiny_tokenizer, defaults, [0.4] * 4, step_workers=1))
+    sequential = t1 - t0  # 4 envs x 2 steps x 0.4 s, one after another
+    t0, _, t1 = timed(_collector(tiny_tokenizer, defaults, [0.4] * 4))
+    assert sequential > 3.2 and t1 - t0 < sequential / 2.5, (sequential, t1 - t0)
+    # one env takes 2 s per step: the others are not held back a whole round for it
+    t0, episodes, t1 = timed(_collector(tiny_tokenizer, defaults, [2.0, 0.0, 0.0, 0.0], straggler_timeout_s=0.1))
+    assert max(e.duration_s for e in episodes[1:]) < 1.0 and episodes[0].duration_s >= 4.0
+    # with an episode budget, the slow episode ends task_limit_reached; the rest finish as usual
+    c = _collector(tiny_tokenizer, defaults, [2.0, 0.0, 0.0, 0.0], straggler_timeout_s=0.1, episode_timeout_s=1.0)
+    episodes = c.collect(policy, [0, 1, 2, 3], [0, 1, 2, 3])
+    assert episodes[0].outcome == "task_limit_reached" and all(e.outcome == "incorrect" for e in episodes[1:])
+
+
+def test_rollouts_are_reproducible_with_parallel_steps(tiny_tokenizer, tiny_lm, defaults):
+    """Rounds do not depend on which thread finishes first: same seed, same episodes."""
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
+    runs = []
+    for delays in ([0.0, 0.05, 0.0, 0.02], [0.03, 0.0, 0.01, 0.0]):
+        torch.manual_seed(0)
+        runs.append([e.token_ids for e in _collector(tiny_tokenizer, defaults, delays).collect(policy, [5, 6, 7, 8], [0, 1, 2, 3])])
+    assert runs[0] == runs[1]

@@ -1,33 +1,165 @@
-"""Invalid config gives one line naming the key; valid overrides compose."""
+"""Invalid config and bad task files give one line naming the key, before training; valid
+overrides compose; every default has one home (the YAML)."""
+
+import json
+import subprocess
+import sys
+from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import compose, run_train
-from lorarl.schema import ConfigError
+import envs  # noqa: F401
+from conftest import ROOT, compose, run_train
+from lorarl.schema import ConfigError, TrainConfig
+
+BAD_TASKS = {
+    "db_missing.jsonl": json.dumps({"description": "d", "label": [], "type": ["other"]}) + "\n",
+    "db_not_json.jsonl": "{not json\n",
+    "db_lifelong_missing.json": json.dumps([{"instruction": "q", "table_info": {"name": "t"}, "answer_info": {"direct": [[1]]}}]),
+    "os_missing.json": json.dumps([{"description": "no evaluation"}]),
+    "os_lifelong_missing.json": json.dumps({"0": {"instruction": "q", "initialization_command_item": {"script": "true"}}}),
+    "os_bad_script.json": json.dumps([{"description": "d", "evaluation": {"check": [{"file": "check/absent.py"}]}}]),
+}
 
 
-@pytest.mark.parametrize(
-    "override,needle",
-    [
-        ("model.lora.rank=-1", "model.lora.rank"),
-        ("model.lora.dropout=1.5", "model.lora.dropout"),
-        ("algorithm.advantage=foo", "algorithm.advantage"),
-        ("algorithm.kl_estimator=k9", "algorithm.kl_estimator"),
-        ("strategy.name=horovod", "strategy.name"),
-        ("model.lora.rank=abc", "model.lora.rank"),
-        ("algorithm=grpo algorithm.group_size=1", "algorithm.group_size"),
-        ("env.envs_per_rank=6 algorithm=grpo", "env.envs_per_rank"),
-    ],
-)
-def test_invalid_values_name_the_key(override, needle):
-    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
-        compose(override.split())
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    for name, text in BAD_TASKS.items():
+        (d / name).write_text(text)
+    unknown = d / "unknown_model"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    return d
+
+
+OS = "env=os_interaction env.kwargs.unsafe=true"  # unsafe: the task file is read before any sandbox
+CASES = [  # (overrides, the key the one-line message must name)
+    ("model.lora.rank=-1", "model.lora.rank"),
+    ("model.lora.rank=abc", "model.lora.rank"),
+    ("model.lora.rank=100000", "model.lora.rank"),  # wider than any layer: refused before PEFT allocates
+    ("model.lora.dropout=1.5", "model.lora.dropout"),
+    ("model.lora.alpha=0", "model.lora.alpha"),
+    ("model.lora.init=foo", "model.lora.init"),
+    ("model.lora.target_modules=[]", "model.lora.target_modules"),
+    ("model.lora.target_modules=[nope_proj]", "model.lora.target_modules"),
+    ("model.lora.rnak=3", "model.lora.rnak"),
+    ("model.tiny.num_heads=3", "model.tiny.num_heads"),
+    ("model.tiny.hidden_size=0", "model.tiny.hidden_size"),
+    ("model.tiny.num_kv_heads=3", "model.tiny.num_kv_heads"),
+    ("model.path=/nonexistent/model", "model.path"),
+    ("model.path={bad}/unknown_model", "model.path"),
+    ("algorithm.advantage=foo", "algorithm.advantage"),
+    ("algorithm.kl_estimator=k9", "algorithm.kl_estimator"),
+    ("algorithm=grpo algorithm.group_size=1", "algorithm.group_size"),
+    ("algorithm.envs_per_rank=6 algorithm=grpo", "algorithm.envs_per_rank"),
+    ("algorithm.envs_per_rank=0", "algorithm.envs_per_rank"),
+    ("algorithm.clip_eps=1.5", "algorithm.clip_eps"),
+    ("algorithm.dual_clip=0.5", "algorithm.dual_clip"),
+    ("algorithm.gamma=2", "algorithm.gamma"),
+    ("algorithm.ppo_epochs=0", "algorithm.ppo_epochs"),
+    ("algorithm.minibatch_size=0", "algorithm.minibatch_size"),
+    ("algorithm.optim.lr=-1", "algorithm.optim.lr"),
+    ("algorithm.optim.max_grad_norm=0", "algorithm.optim.max_grad_norm"),
+    ("algorithm.sampling.max_new_tokens=0", "algorithm.sampling.max_new_tokens"),
+    ("algorithm.sampling.temperature=0", "algorithm.sampling.temperature"),
+    ("algorithm.sampling.max_context_tokens=10", "algorithm.sampling.max_context_tokens"),
+    ("algorithm.sampling.max_context_tokens=100000", "algorithm.sampling.max_context_tokens"),
+    ("strategy.name=horovod", "strategy.name"),
+    ("precision.name=fp8", "precision.name"),
+    ("precision.logprob_tolerance=0", "precision.logprob_tolerance"),
+    ("trainer.iterations=0", "trainer.iterations"),
+    ("trainer.devices=0", "trainer.devices"),
+    ("trainer.devices=-2", "trainer.devices"),
+    ("trainer.accelerator=tpu", "trainer.accelerator"),
+    ("trainer.keep_last=-1", "trainer.keep_last"),
+    ("trainer.keep_last=0", "trainer.keep_last"),
+    ("trainer.eval_every=-1", "trainer.eval_every"),
+    ("trainer.checkpoint_every=-1", "trainer.checkpoint_every"),
+    ("trainer.num_nodes=0", "trainer.num_nodes"),
+    ("env.episode_timeout_s=0", "env.episode_timeout_s"),
+    ("env.step_workers=-1", "env.step_workers"),
+    ("env.envs_per_rank=8", "env.envs_per_rank"),  # moved to algorithm.envs_per_rank
+    ("env.id=lorarl/Nope-v0", "env.id"),
+    ("env.kwargs.source=bogus", "source"),
+    ("env.kwargs.max_rounds=0", "max_rounds"),
+    ("env.kwargs.query_timeout_s=-1", "query_timeout_s"),
+    ("env.kwargs.limits.db_mb=0", "limits.db_mb"),
+    (f"{OS} env.kwargs.limits.memory_mb=-1", "limits.memory_mb"),
+    (f"{OS} env.kwargs.command_timeout_s=0", "command_timeout_s"),
+    (f"{OS} env.kwargs.judge_timeout_s=0", "judge_timeout_s"),
+    ("reward.correct=abc", "reward.correct"),
+    ("stage=foo", "stage"),
+    ("stage=sft", "sft.data"),
+    ("sft.holdout=1", "sft.holdout"),
+    ("env.kwargs.source=agentbench env.kwargs.path={bad}/db_missing.jsonl", "missing field 'table.table_info'"),
+    ("env.kwargs.source=agentbench env.kwargs.path={bad}/db_not_json.jsonl", "not JSON"),
+    ("env.kwargs.source=lifelong env.kwargs.path={bad}/db_lifelong_missing.json", "missing field"),
+    ("env.kwargs.source=agentbench env.kwargs.path={bad}/absent.jsonl", "No such file"),
+    (f"{OS} env.kwargs.source=agentbench env.kwargs.path={{bad}}/os_missing.json", "'evaluation'"),
+    (f"{OS} env.kwargs.source=lifelong env.kwargs.path={{bad}}/os_lifelong_missing.json", "missing field"),
+    (f"{OS} env.kwargs.source=agentbench env.kwargs.path={{bad}}/os_bad_script.json", "check/absent.py"),
+]
+if not torch.cuda.is_available():
+    CASES.append(("trainer.accelerator=gpu", "trainer.accelerator"))
+
+
+def config_error(overrides: list[str], run_dir: Path) -> str:
+    """The one-line error a user gets, as train.py makes it: from composing and validating
+    (``check_overrides``), or from building the run."""
+    from lorarl.factory import build_run
+    from lorarl.schema import check_overrides, load
+
+    def build(cfg, _):
+        trainer, module, _ = build_run(load(cfg), run_dir)
+        module.collector.pool.shutdown()
+
+    try:
+        check_overrides(str(ROOT / "conf"), "config", overrides, build)
+    except ConfigError as e:
+        return str(e)
+    raise AssertionError(f"{overrides} was accepted")
+
+
+@pytest.mark.parametrize("override,key", CASES, ids=[c[0] for c in CASES])
+def test_bad_override_or_task_file_is_one_line_naming_the_key(override, key, bad_files, tmp_path):
+    message = config_error(override.format(bad=bad_files).split(), tmp_path)
+    assert key in message and "\n" not in message, message
+
+
+def test_there_are_at_least_40_cases():
+    assert len(CASES) >= 40
 
 
 def test_valid_overrides_compose():
     c = compose(["strategy=fsdp", "model.lora.rank=32", "algorithm=grpo", "precision=bf16-true", "env.kwargs.max_rounds=3"])
     assert c.strategy.name == "fsdp" and c.model.lora.rank == 32 and c.algorithm.advantage == "grpo"
     assert c.precision.name == "bf16-true" and c.env.kwargs["max_rounds"] == 3
+    assert c.algorithm.kl_coef == 0.01 and c.algorithm.group_size == 4  # grpo.yaml's differences...
+    assert c.algorithm.clip_eps == compose([]).algorithm.clip_eps  # ...over ppo.yaml's keys
+
+
+def test_every_default_has_one_home_the_yaml():
+    """The schema's dataclasses declare types only: a default there would be a second copy."""
+    import typing
+
+    def walk(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            assert f.default is MISSING and f.default_factory is MISSING, f"{prefix}{f.name} has a default in the schema"
+            sub = hints[f.name]
+            sub = next((a for a in getattr(sub, "__args__", ()) if is_dataclass(a)), sub)
+            if is_dataclass(sub):
+                walk(sub, f"{prefix}{f.name}.")
+
+    walk(TrainConfig)
+
+
+def test_schema_does_not_import_lightning():
+    code = "import sys, lorarl.schema; assert 'lightning' not in sys.modules, 'lightning imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 @pytest.mark.parametrize(
@@ -38,10 +170,13 @@ def test_valid_overrides_compose():
         (["env.id=lorarl/Nope-v0"], "env.id='lorarl/Nope-v0'"),
         (["model.lora.rnak=3"], "model.lora.rnak"),
         (["strategy=horovod"], "strategy"),
+        (["model.lora.target_modules=[nope_proj]"], "matches no module of this model"),
+        (["trainer.devices=0"], "trainer.devices=0"),
     ],
 )
-def test_cli_errors_are_short_and_name_the_key(args, needle, tmp_path):
+def test_cli_errors_are_one_line_with_nonzero_exit(args, needle, tmp_path):
     proc = run_train(args + [f"hydra.run.dir={tmp_path}"])
     assert proc.returncode != 0
-    assert needle in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and needle in lines[-1] and lines[-1].startswith("config error:"), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

@@ -1,0 +1,118 @@
+"""Checkpoints are proven good: verified against their manifest when written and before resume,
+a damaged newest one is skipped (one warning line) for the newest good one, a full disk stops the
+run with one line and leaves older checkpoints intact, and resumed multi-rank runs are exact."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT, run_train
+
+COMMON = ["env=target_word", "trainer.progress_bar=false", "trainer.checkpoint_every=2", "algorithm.envs_per_rank=8"]
+
+
+def _same_adapters(a: Path, b: Path) -> bool:
+    ta, tb = load_file(str(a / "adapter_model.safetensors")), load_file(str(b / "adapter_model.safetensors"))
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run = tmp_path_factory.mktemp("reference")
+    proc = run_train(COMMON + ["trainer.iterations=4", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run
+
+
+def test_manifest_lists_every_file_with_size_and_hash(reference):
+    from lorarl.checkpointing import verify
+
+    ckpt = reference / "checkpoints/iter_000004"
+    files = json.loads((ckpt / "manifest.json").read_text())["files"]
+    assert set(files) == {p.name for p in ckpt.iterdir()} - {"manifest.json"}
+    assert all(len(m["sha256"]) == 64 and m["size"] == (ckpt / n).stat().st_size for n, m in files.items())
+    assert verify(ckpt) is None
+
+
+@pytest.mark.parametrize("damaged", ["adapter_model.safetensors", "trainer_state.pt"])
+def test_damaged_newest_checkpoint_is_skipped_for_the_newest_good_one(reference, tmp_path, damaged):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "tb")
+    target = run / "checkpoints/iter_000004" / damaged
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])  # a save cut off half-way
+    proc = run_train(COMMON + ["trainer.iterations=4", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    warnings = [ln for ln in out.splitlines() if "skipping checkpoint iter_000004" in ln]
+    assert len(warnings) == 1 and damaged in warnings[0], out[-2000:]
+    assert "resuming from" in out and "iter_000002/trainer_state.pt" in out
+    assert _same_adapters(run / "checkpoints/iter_000004", reference / "checkpoints/iter_000004")  # redone exactly
+    bad = run_train(COMMON + ["trainer.iterations=4", f"hydra.run.dir={tmp_path / 'other'}",
+                              f"resume={reference / 'checkpoints/iter_000004'}"])
+    assert bad.returncode == 0  # the intact original is accepted as an explicit resume target...
+    target.write_bytes(b"")
+    bad = run_train(COMMON + ["trainer.iterations=4", f"hydra.run.dir={tmp_path / 'other2'}", f"resume={target.parent}"])
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.returncode != 0 and lines[-1].startswith("config error: resume=") and damaged in lines[-1]  # ...a bad one is not
+
+
+def _can_unshare() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs unshare (user + mount namespaces) to mount a small tmpfs")
+def test_full_disk_is_one_line_and_leaves_older_checkpoints_intact(tmp_path):
+    """The checkpoints directory is a 16 MiB tmpfs (in a private mount namespace); once the first
+    checkpoint is there, the rest of the tmpfs is filled, so the second save hits ENOSPC."""
+    run = tmp_path / "run"
+    args = " ".join(COMMON + ["trainer.checkpoint_every=1", "trainer.iterations=3", f"hydra.run.dir={run}"])
+    script = f"""
+set -u
+mkdir -p {run}/checkpoints && mount -t tmpfs -o size=16m tmpfs {run}/checkpoints || exit 90
+cd {ROOT}
+{sys.executable} train.py {args} > {tmp_path}/first.out 2> {tmp_path}/first.err &
+pid=$!
+while [ ! -d {run}/checkpoints/iter_000001 ] && kill -0 $pid 2>/dev/null; do sleep 0.02; done
+dd if=/dev/zero of={run}/checkpoints/filler bs=1M 2>/dev/null
+wait $pid; echo "FIRST_EXIT=$?"
+echo "LEFT=$(ls -A {run}/checkpoints | tr '\\n' ' ')"
+{sys.executable} -c "from lorarl.checkpointing import verify; from pathlib import Path; print('ITER1', verify(Path('{run}/checkpoints/iter_000001')))"
+rm {run}/checkpoints/filler
+{sys.executable} train.py {args} > {tmp_path}/second.out 2> {tmp_path}/second.err; echo "SECOND_EXIT=$?"
+echo "FINAL=$(ls -A {run}/checkpoints | tr '\\n' ' ')"
+"""
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = proc.stdout
+    assert "FIRST_EXIT=1" in out, (out, (tmp_path / "first.err").read_text()[-2000:])
+    err = [ln for ln in (tmp_path / "first.err").read_text().splitlines() if ln.strip()]
+    assert err[-1] == f"checkpoint save failed: no space left on device in {run}/checkpoints", err[-5:]
+    assert "Traceback" not in (tmp_path / "first.err").read_text()
+    assert "LEFT=filler iter_000001 " in out  # no .tmp- directory left behind
+    assert "ITER1 None" in out  # the older checkpoint verifies
+    assert "SECOND_EXIT=0" in out and "iter_000002" in out and "iter_000003" in out, out
+    assert "resuming from" in (tmp_path / "second.out").read_text()
+
+
+@pytest.mark.distributed
+def test_resumed_two_rank_reinforce_run_equals_an_uninterrupted_one(tmp_path):
+    """REINFORCE's running baseline is all-reduced, so rank 0's saved copy is every rank's."""
+    common = ["env=target_word", "algorithm=reinforce", "strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+              "trainer.progress_bar=false", "trainer.checkpoint_every=2", "algorithm.envs_per_rank=4",
+              "algorithm.minibatch_size=2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, iterations in ((a, 4), (b, 2), (b, 4)):
+        proc = run_train(common + [f"trainer.iterations={iterations}", f"hydra.run.dir={run}"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _same_adapters(a / "checkpoints/iter_000004", b / "checkpoints/iter_000004")
+    state = lambda run: torch.load(run / "checkpoints/iter_000004/trainer_state.pt", weights_only=False)["lorarl"]
+    assert state(a)["advantage_state"] == state(b)["advantage_state"] and state(a)["advantage_state"]["baseline"] != 0.0
