@@ -90,7 +90,7 @@ def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLMo
     spec = PPOSpec.of(alg)
     try:  # first: a strategy this machine cannot run should fail before any model is built
         size = world_size(tr.devices, tr.num_nodes, tr.accelerator)
-        strategy, plan = build_strategy(config.strategy, alg.optim.max_grad_norm, size)
+        strategy, plan = build_strategy(config.strategy, alg.optim.max_grad_norm, size, config.precision.name)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     # Before anything random is built: LoRA's A matrices and the value head must come out the
@@ -108,6 +108,7 @@ def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLMo
     loop = LoopSpec(
         iterations=tr.iterations, envs_per_rank=alg.envs_per_rank, seed=tr.seed,
         logprob_tolerance=config.precision.logprob_tolerance, temperature=alg.sampling.temperature,
+        merge_adapter=merge_for_sampling(alg.sampling.merge_adapter, plan, config.strategy.name) and is_lora(policy.lm),
         transcripts_every=tr.transcripts_every, transcripts_count=tr.transcripts_count,
     )
     module = RLModule(policy, collector, spec, alg.optim, loop, plan)
@@ -120,6 +121,14 @@ def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLMo
         callbacks.append(PeriodicEvaluation(eval_collector, EvalSpec(tr.eval_samples, seed=tr.eval_seed), tr.eval_every))
     trainer = build_trainer(config, run_dir, strategy, callbacks)
     return trainer, module, resume_path(config.resume, run_dir / "checkpoints")
+
+
+def merge_for_sampling(asked: bool | None, plan, strategy: str) -> bool:
+    """null: merge wherever the strategy keeps whole weights; true where it cannot is an error."""
+    if asked and not plan.can_merge:
+        raise ConfigError(f"algorithm.sampling.merge_adapter=true is invalid: under {strategy} the weights are "
+                          "sharded, and merging needs them whole (use null or false)")
+    return plan.can_merge if asked is None else asked
 
 
 def resume_path(resume: str | None, ckpt_root: Path) -> str | None:

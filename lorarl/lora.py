@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -75,3 +76,37 @@ def is_lora(model: torch.nn.Module) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
+
+
+@contextlib.contextmanager
+def merged_for_inference(model: torch.nn.Module):
+    """Inside the block the active adapters are folded into the weights (W + scale * B @ A) and each
+    LoRA wrapper is replaced by its merged base layer, so generation runs plain linear layers: one
+    matmul per layer instead of three, and none of the wrapper's per-call work. The base tensors
+    are swapped for merged copies, not modified in place: after the block the model is bit-for-bit
+    what it was (an in-place merge and unmerge drifts by rounding, and the base must stay the KL
+    reference). Costs one copy of the adapted weights while inside. Not for sharded weights
+    (FSDP2, ZeRO-3)."""
+    from peft.tuners.lora import LoraLayer
+
+    swapped = []
+    try:
+        with torch.no_grad():
+            for name, module in list(model.named_modules()):
+                if not isinstance(module, LoraLayer) or not hasattr(module, "get_delta_weight") or module.merged:
+                    continue
+                names = [a for a in module.active_adapters if a in module.lora_A]
+                if not names:
+                    continue
+                base = module.get_base_layer()
+                original = base.weight.data
+                base.weight.data = original + sum(module.get_delta_weight(a) for a in names).to(original.dtype)
+                parent_name, _, attr = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, attr, base)
+                swapped.append((parent, attr, module, base, original))
+        yield
+    finally:
+        for parent, attr, module, base, original in reversed(swapped):
+            setattr(parent, attr, module)
+            base.weight.data = original

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
@@ -23,11 +24,12 @@ class TinyModelSpec:
     max_positions: int
     initializer_range: float
     init_seed: int  # base weights depend only on this, so every run shares one base model
+    vocab_size: Optional[int]  # null: the tokenizer's (a larger one only adds unused rows: for benchmarks)
 
 
 def build_tiny_model(spec: TinyModelSpec, vocab_size: int, eos_token_id: int, pad_token_id: int) -> PreTrainedModel:
     config = Qwen2Config(
-        vocab_size=vocab_size,
+        vocab_size=max(vocab_size, spec.vocab_size or 0),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers,

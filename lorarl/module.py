@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from lorarl import ppo
+from lorarl.lora import merged_for_inference
 from lorarl.metrics import episode_metrics, log_synced, prefixed
 from lorarl.policy import Policy
 from lorarl.rollout import Episode, RolloutCollector, format_transcript
@@ -34,6 +35,7 @@ class LoopSpec:
     seed: int
     logprob_tolerance: float  # max |logp_train - logp_sample| before failing the run
     temperature: float  # the sampling temperature, also applied when logprobs are recomputed
+    merge_adapter: bool  # generate with the adapter merged into the weights
     transcripts_every: int  # iterations between transcript logs (0: never)
     transcripts_count: int
 
@@ -121,10 +123,11 @@ class RLModule(L.LightningModule):
     @contextlib.contextmanager
     def sampling_mode(self):
         """Eval mode (no dropout: old logprobs are the eval-mode policy's) inside the strategy's
-        generation context (ZeRO-3 gathers), back to train mode after."""
+        generation context (ZeRO-3 gathers), with the adapter merged when asked; train mode after."""
         self.policy.eval()
+        merged = merged_for_inference(self.policy.lm) if self.loop.merge_adapter else contextlib.nullcontext()
         try:
-            with self.sharding.generation_context(self.policy):
+            with self.sharding.generation_context(self.policy), merged:
                 yield
         finally:
             self.policy.train()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import GenerationConfig
+from transformers import CompileConfig, GenerationConfig
 
 from lorarl.lora import is_lora
 from lorarl.ops import position_ids_from_mask, shift_to_tokens, token_entropy, token_logprobs
@@ -84,22 +84,24 @@ class Policy(nn.Module):
         return token_logprobs(logits, input_ids, temperature)
 
     @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float,
-        eos_token_id: int,
-        pad_token_id: int,
-        greedy: bool = False,
-        synced_gpus: bool = False,
-    ) -> Generation:
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling, eos_token_id: int,
+                 pad_token_id: int, synced_gpus: bool = False) -> Generation:
         """Sample from the full distribution (no top-k/top-p) so recorded logprobs are the
-        policy's own: PPO's ratio then starts at exactly 1."""
+        policy's own: PPO's ratio then starts at exactly 1. ``sampling`` is a SamplingSpec."""
+        greedy, temperature = sampling.greedy, sampling.temperature
+        extra = {}
+        if sampling.cache == "static":
+            # Fewer distinct shapes, fewer recompilations: pad the prompt width to a multiple of 64.
+            input_ids, attention_mask = _pad_left_to_multiple(input_ids, attention_mask, 64, pad_token_id)
+            extra = {"cache_implementation": "static", "disable_compile": not sampling.compile}
+            if sampling.compile:
+                mode = "reduce-overhead" if input_ids.is_cuda else "default"  # CUDA graphs where there is CUDA
+                compile_config = CompileConfig(mode=mode)
+                compile_config._compile_all_devices = True  # transformers compiles on accelerators only, otherwise
+                extra["compile_config"] = compile_config
         config = GenerationConfig(
             do_sample=not greedy,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=sampling.max_new_tokens,
             temperature=temperature if not greedy else None,
             top_k=None,
             top_p=None,
@@ -107,6 +109,7 @@ class Policy(nn.Module):
             pad_token_id=pad_token_id,
             output_logits=True,
             return_dict_in_generate=True,
+            **extra,
         )
         out = self.lm.generate(
             input_ids=input_ids, attention_mask=attention_mask, generation_config=config, synced_gpus=synced_gpus
@@ -118,3 +121,11 @@ class Policy(nn.Module):
         first_eos = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(new[:, 0], new.shape[1] - 1))
         lengths = torch.where(is_eos.any(1), first_eos + 1, torch.full_like(first_eos, new.shape[1]))
         return Generation(new, logp, lengths)
+
+
+def _pad_left_to_multiple(ids: torch.Tensor, mask: torch.Tensor, multiple: int, pad_id: int):
+    extra = -ids.shape[1] % multiple
+    if not extra:
+        return ids, mask
+    pad = torch.full((ids.shape[0], extra), pad_id, dtype=ids.dtype, device=ids.device)
+    return torch.cat([pad, ids], 1), torch.cat([torch.zeros_like(pad, dtype=mask.dtype), mask], 1)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
@@ -34,6 +35,9 @@ class SamplingSpec:
     temperature: float  # also applied when logprobs are recomputed for training
     max_context_tokens: int  # an episode that would outgrow this ends as "context_limit"
     greedy: bool  # argmax decoding (evaluation)
+    merge_adapter: Optional[bool]  # generate with the adapter merged into the weights; null: wherever possible
+    cache: str  # dynamic | static (KV cache of generation)
+    compile: bool  # static cache only: torch.compile the decoding step (CUDA graphs on GPU)
 
 
 @dataclass
@@ -182,10 +186,7 @@ class RolloutCollector:
                 continue
             rows = [episodes[i].token_ids for i in ready] or [[self.tok.eos_token_id]]
             ids, mask = _left_pad(rows, self.tok.pad_token_id, device)
-            gen = policy.generate(
-                ids, mask, self.sampling.max_new_tokens, self.sampling.temperature,
-                self.tok.eos_token_id, self.tok.pad_token_id, self.sampling.greedy, synced_gpus,
-            )
+            gen = policy.generate(ids, mask, self.sampling, self.tok.eos_token_id, self.tok.pad_token_id, synced_gpus)
             for row, i in enumerate(ready):
                 n = int(gen.lengths[row])
                 reply = self._act(episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())

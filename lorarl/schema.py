@@ -244,6 +244,8 @@ def validate_algorithm(alg: AlgorithmConfig) -> None:
 
 def validate_sampling(prefix: str, s: SamplingSpec) -> None:
     _positive(prefix, s, "max_new_tokens", "temperature")
+    _choice(f"{prefix}.cache", s.cache, ("dynamic", "static"))
+    _need(not s.compile or s.cache == "static", f"{prefix}.compile", s.compile, f"needs {prefix}.cache=static")
     _need(s.max_context_tokens > s.max_new_tokens + 16, f"{prefix}.max_context_tokens", s.max_context_tokens,
           f"must leave room for a prompt: more than {prefix}.max_new_tokens + 16 = {s.max_new_tokens + 16}")
 

@@ -24,6 +24,7 @@ class ShardingPlan:
     """Single process and DDP (replicated weights; Lightning's DDP syncs every manual backward)."""
 
     synced_generate = False
+    can_merge = True  # whole weights on every rank: the adapter can be merged for generation
 
     def apply(self, policy: nn.Module, device_mesh=None) -> None:
         pass
@@ -51,6 +52,7 @@ class FSDP2Plan(ShardingPlan):
     """
 
     synced_generate = True  # sharded weights: every rank runs every decoding step
+    can_merge = False  # a merge needs whole weights; gathering them per rollout would undo the sharding
 
     def __init__(self, activation_checkpointing: bool = False):
         self.activation_checkpointing = activation_checkpointing
@@ -85,6 +87,7 @@ class DeepSpeedPlan(ShardingPlan):
 
     def __init__(self, stage: int):
         self.stage = stage
+        self.can_merge = stage < 3  # ZeRO-3 partitions the weights themselves
 
     def apply(self, policy: nn.Module, device_mesh=None) -> None:
         pass  # the engine partitions at setup

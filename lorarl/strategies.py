@@ -22,9 +22,11 @@ class StrategySpec:
     process_group_backend: Optional[str]  # nccl on GPU, gloo on CPU when unset
 
 
-def deepspeed_config(stage: int, max_grad_norm: float | None, offload_optimizer: bool) -> dict:
+def deepspeed_config(stage: int, max_grad_norm: float | None, offload_optimizer: bool, precision: str) -> dict:
     """ZeRO config. Micro-batch = the PPO minibatch and no engine-side accumulation: lorarl
-    steps once per minibatch, so DeepSpeed never drops gradients at an accumulation boundary."""
+    steps once per minibatch, so DeepSpeed never drops gradients at an accumulation boundary
+    (hand-made accumulation under ZeRO-2 keeps only the last backward's gradients). Clipping is the
+    engine's (``gradient_clipping``); under ZeRO-3 lorarl gathers the adapter itself to save it."""
     zero: dict = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
     if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
@@ -34,12 +36,13 @@ def deepspeed_config(stage: int, max_grad_norm: float | None, offload_optimizer:
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "gradient_clipping": float(max_grad_norm or 0.0),  # 0 disables clipping
+        "bf16": {"enabled": precision.startswith("bf16")},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
     }
 
 
-def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: int):
+def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: int, precision: str = "32-true"):
     """Returns (strategy for ``L.Trainer``, ShardingPlan for the module)."""
     if spec.name not in STRATEGIES:
         raise ValueError(f"strategy.name={spec.name!r}: expected one of {', '.join(STRATEGIES)}")
@@ -63,7 +66,7 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: 
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
     stage = int(spec.name[-1])
-    config = deepspeed_config(stage, max_grad_norm, spec.offload_optimizer)
+    config = deepspeed_config(stage, max_grad_norm, spec.offload_optimizer, precision)
     return DeepSpeedStrategy(config=config), DeepSpeedPlan(stage)
 
 

@@ -1,0 +1,101 @@
+"""The rollout fast path: merged-adapter sampling, KV-cache options, activation checkpointing,
+and the DeepSpeed config, each against the plain path."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from lorarl.lora import apply_lora, merged_for_inference
+from lorarl.policy import Policy
+from lorarl.strategies import deepspeed_config
+
+
+@pytest.fixture
+def policy(tiny_lm, defaults):
+    lm = apply_lora(tiny_lm, defaults.model.lora)
+    with torch.no_grad():  # a trained-looking adapter: B != 0, so merging changes the weights
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+    return Policy(lm, with_value_head=False, keep_reference=False).eval()
+
+
+def _prompt(tok):
+    rows = [tok("<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n")["input_ids"],
+            tok("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")["input_ids"]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+    return ids, (ids != tok.pad_token_id).long()
+
+
+def _generate(policy, tok, sampling):
+    ids, mask = _prompt(tok)
+    return policy.generate(ids, mask, sampling, tok.eos_token_id, tok.pad_token_id)
+
+
+def test_merged_sampling_matches_the_training_forward_and_leaves_the_base_intact(policy, tiny_tokenizer, defaults):
+    tok = tiny_tokenizer
+    sampling = replace(defaults.algorithm.sampling, max_new_tokens=12)
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    torch.manual_seed(0)
+    with merged_for_inference(policy.lm):
+        gen = _generate(policy, tok, sampling)
+    ids, mask = _prompt(tok)
+    full = torch.cat([ids, gen.tokens], 1)
+    full_mask = torch.cat([mask, torch.ones_like(gen.tokens)], 1)
+    recomputed = policy(full, full_mask, sampling.temperature).logprobs[:, ids.shape[1]:]  # unmerged
+    valid = torch.arange(gen.tokens.shape[1])[None] < gen.lengths[:, None]
+    assert ((recomputed - gen.logprobs).abs() * valid).max() < 1e-4  # fp32: the same policy, to rounding
+    assert all(torch.equal(before[n], p) for n, p in policy.named_parameters())  # bit-for-bit after unmerge
+    greedy = replace(sampling, greedy=True)
+    with merged_for_inference(policy.lm):
+        merged = _generate(policy, tok, greedy)
+    assert torch.equal(merged.tokens, _generate(policy, tok, greedy).tokens)
+
+
+def test_static_cache_gives_the_same_greedy_output(policy, tiny_tokenizer, defaults):
+    greedy = replace(defaults.algorithm.sampling, max_new_tokens=10, greedy=True)
+    dynamic = _generate(policy, tiny_tokenizer, greedy)
+    static = _generate(policy, tiny_tokenizer, replace(greedy, cache="static"))
+    assert torch.equal(dynamic.tokens, static.tokens) and torch.allclose(dynamic.logprobs, static.logprobs, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_static_decoding_gives_the_same_greedy_output(policy, tiny_tokenizer, defaults):
+    greedy = replace(defaults.algorithm.sampling, max_new_tokens=10, greedy=True)
+    compiled = _generate(policy, tiny_tokenizer, replace(greedy, cache="static", compile=True))
+    assert torch.equal(_generate(policy, tiny_tokenizer, greedy).tokens, compiled.tokens)
+
+
+def test_activation_checkpointing_recomputes_in_training_and_is_off_in_generation(tiny_lm, tiny_tokenizer, defaults):
+    from lorarl.models import decoder_layers
+
+    tiny_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False)
+    calls = []
+    # transformers checkpoints a layer's forward (not its __call__): count a submodule's calls. Pre-hook:
+    # the recomputation stops as soon as it has what backward needs.
+    decoder_layers(policy.lm)[0].self_attn.register_forward_pre_hook(lambda *_: calls.append(1))
+    ids, mask = _prompt(tiny_tokenizer)
+    policy.train()
+    policy(ids, mask).logprobs.sum().backward()
+    assert len(calls) == 2  # forward, and again in backward: activations were not kept
+    calls.clear()
+    policy.eval()
+    gen = _generate(policy, tiny_tokenizer, replace(defaults.algorithm.sampling, max_new_tokens=5, greedy=True))
+    assert len(calls) == gen.tokens.shape[1]  # one call per token: the KV cache works, nothing recomputed
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_config(stage):
+    cfg = deepspeed_config(stage, max_grad_norm=1.0, offload_optimizer=False, precision="bf16-true")
+    assert cfg["zero_optimization"]["stage"] == stage
+    assert cfg["gradient_clipping"] == 1.0 and cfg["bf16"] == {"enabled": True}
+    # one engine step per PPO minibatch: no engine accumulation, so no gradients dropped at a boundary
+    assert cfg["gradient_accumulation_steps"] == 1 and cfg["train_micro_batch_size_per_gpu"] == 1
+    # under ZeRO-3 lorarl gathers only the trainable adapter to save it, not 16-bit copies of everything
+    assert cfg["zero_optimization"].get("stage3_gather_16bit_weights_on_model_save", False) is False
+    off = deepspeed_config(stage, max_grad_norm=None, offload_optimizer=True, precision="32-true")
+    assert off["gradient_clipping"] == 0.0 and off["bf16"] == {"enabled": False}
+    assert off["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
