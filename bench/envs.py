@@ -52,7 +52,7 @@ class ScriptedPolicy(torch.nn.Module):
         return Generation(tokens, torch.zeros(tokens.shape), torch.full((input_ids.shape[0],), n))
 
 
-def episodes_per_s(env_id: str, kwargs: dict, reply: str, n_envs: int, workers: int, rounds: int = 2) -> float:
+def episodes_per_s(env_id: str, kwargs: dict, reply: str, n_envs: int, workers: int, rounds: int = 1) -> float:
     tok = build_byte_tokenizer()
     made = [gym.make(env_id, **kwargs) for _ in range(n_envs)]
     sampling = SamplingSpec(max_new_tokens=64, temperature=1.0, max_context_tokens=100_000, greedy=False,
@@ -72,21 +72,12 @@ def episodes_per_s(env_id: str, kwargs: dict, reply: str, n_envs: int, workers: 
 
 def slow_env(seconds: float) -> dict:
     """4 envs, 2 rounds; one env's every step sleeps ``seconds``. The other episodes' wall time."""
-    from lorarl.rollout import Episode  # noqa: F401
-
-    class Slow(gym.Wrapper):
-        def __init__(self, env, delay):
-            super().__init__(env)
-            self.delay = delay
-
-        def step(self, action):
-            time.sleep(self.delay)
-            return self.env.step(action)
+    from envs.wrappers import Delayed
 
     tok = build_byte_tokenizer()
     out = {}
     for mode, workers in (("sequential", 1), ("parallel", 0)):
-        made = [Slow(gym.make("lorarl/TargetWord-v0", max_turns=2), seconds if i == 0 else 0.0) for i in range(4)]
+        made = [Delayed(gym.make("lorarl/TargetWord-v0", max_turns=2), seconds if i == 0 else 0.0) for i in range(4)]
         sampling = SamplingSpec(max_new_tokens=8, temperature=1.0, max_context_tokens=4096, greedy=False,
                                 merge_adapter=False, cache="dynamic", compile=False)
         collector = RolloutCollector(made, tok, sampling, RewardTable(1.0, -0.5, -0.3, -0.5, 0.0, 0.0),

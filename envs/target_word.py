@@ -41,20 +41,20 @@ class TargetWordEnv(gym.Env):
         self.max_turns = max_turns
         self.observation_space = text_space()
         self.action_space = text_space()
-        self._target, self._turn = "", 0
+        self.target, self._turn = "", 0  # the word of the current episode
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self._target = self.words[int(self.np_random.integers(len(self.words)))]
+        self.target = self.words[int(self.np_random.integers(len(self.words)))]
         self._turn = 0
-        return f"Reply with exactly this word: {self._target}", {"task_type": self._target}
+        return f"Reply with exactly this word: {self.target}", {"task_type": self.target}
 
     def step(self, action: str):
         self._turn += 1
         reply = str(action).strip()
-        info = {"task_type": self._target, "rounds": self._turn}
-        if reply == self._target:
+        info = {"task_type": self.target, "rounds": self._turn}
+        if reply == self.target:
             return "Correct.", 1.0, True, False, {**info, "outcome": "correct"}
         if self._turn >= self.max_turns:
-            return "Wrong.", similarity(reply, self._target), False, True, {**info, "outcome": "incorrect"}
-        return f"Wrong, reply with exactly: {self._target}", 0.0, False, False, info
+            return "Wrong.", similarity(reply, self.target), False, True, {**info, "outcome": "incorrect"}
+        return f"Wrong, reply with exactly: {self.target}", 0.0, False, False, info

@@ -50,8 +50,8 @@ def save_policy_files(policy: torch.nn.Module, state: dict[str, torch.Tensor], d
     the ``lm.`` part down to adapter tensors and writes its own format."""
     directory.mkdir(parents=True, exist_ok=True)
     lm_state = {k[len("lm.") :]: v for k, v in state.items() if k.startswith("lm.")}
-    if is_lora(policy.lm):
-        policy.lm.save_pretrained(str(directory), state_dict=lm_state)
+    if is_lora(policy.lm):  # the trained adapter only, not a warm start's frozen reference copy
+        policy.lm.save_pretrained(str(directory), state_dict=lm_state, selected_adapters=["default"])
     else:
         policy.lm.save_pretrained(str(directory), state_dict=lm_state, safe_serialization=True)
     head = {k[len("value_head.") :]: v.contiguous() for k, v in state.items() if k.startswith("value_head.")}

@@ -54,7 +54,7 @@ def summarize(episodes: list[Episode], tokens_per_s: float) -> dict:
 
 def episode_records(episodes: list[Episode]) -> list[dict]:
     return [{"seed": e.seed, "task_type": e.task_type, "outcome": e.outcome, "reward": e.reward,
-             "turns": e.turns, "transcript": e.messages} for e in episodes]
+             "turns": e.turns, "prompt_turns": e.prompt_turns, "transcript": e.messages} for e in episodes]
 
 
 def format_table(results: dict[str, dict]) -> str:

@@ -7,6 +7,7 @@ strategy this machine cannot run) become one-line ConfigErrors, before any train
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 
 from lorarl import checkpointing as ckpt
 from lorarl.callbacks import AdapterCheckpoint, IterationLog, IterationProgress, PeriodicEvaluation
+from lorarl.callbacks.progress import RL_FIELDS, SFT_FIELDS
 from lorarl.environments import build_envs
 from lorarl.evaluation import EvalSpec
 from lorarl.lora import apply_lora, is_lora
@@ -26,16 +28,17 @@ from lorarl.ppo import PPOSpec
 from lorarl.rollout import RolloutCollector
 from lorarl.schema import ConfigError, ModelConfig, TrainConfig
 from lorarl.strategies import build_strategy, world_size
-from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer
+from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer, train_bpe_tokenizer
 
 BASE_MODEL_DIR = "base_model"
 
 
-def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.float32):
+def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.float32, corpus=None):
     """(tokenizer, base LM, path a user can load the base from).
 
-    The built-in tiny model is written to ``run_dir/base_model`` so its adapters load anywhere
-    PEFT loads: ``adapter_config.json`` points there."""
+    The built-in tiny model is written to ``run_dir/base_model`` with its tokenizer (the byte one,
+    or a BPE trained on ``corpus()``) so its adapters load anywhere PEFT loads:
+    ``adapter_config.json`` points there. A re-run (resume) loads that directory back."""
     if model.path:
         if model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().exists():
             raise ConfigError(f"model.path={model.path!r}: no such directory")
@@ -44,15 +47,41 @@ def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.flo
             return tok, load_pretrained_model(model.path, dtype, model.trust_remote_code), model.path
         except (OSError, ValueError, KeyError) as e:  # missing files, unknown model_type, no chat template
             raise ConfigError(f"model.path={model.path!r}: cannot load ({str(e).splitlines()[0]})") from None
-    tok = build_byte_tokenizer()
-    lm = build_tiny_model(model.tiny, len(tok), tok.eos_token_id, tok.pad_token_id).to(dtype)
     base_dir = run_dir / BASE_MODEL_DIR
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and not base_dir.exists():
+    if base_dir.is_dir():
+        return load_tokenizer(str(base_dir)), load_pretrained_model(str(base_dir), dtype), str(base_dir.resolve())
+    tok = build_byte_tokenizer() if model.tokenizer == "byte" else train_bpe_tokenizer(corpus(), model.bpe_vocab_size)
+    lm = build_tiny_model(model.tiny, len(tok), tok.eos_token_id, tok.pad_token_id).to(dtype)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         tmp = run_dir / f".tmp-{BASE_MODEL_DIR}"
         lm.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         tmp.rename(base_dir)
     return tok, lm, str(base_dir.resolve())
+
+
+def warm_start(model: ModelConfig) -> ModelConfig:
+    """Starting from a saved adapter (``model.lora.lora_path``) of the built-in model means starting
+    from its base model, tokenizer included: the one its adapter_config.json names."""
+    if not model.lora.lora_path or model.path:
+        return model
+    cfg = Path(model.lora.lora_path) / "adapter_config.json"
+    if not cfg.is_file():
+        raise ConfigError(f"model.lora.lora_path={model.lora.lora_path!r}: no adapter_config.json there")
+    return replace(model, path=json.loads(cfg.read_text())["base_model_name_or_path"])
+
+
+def env_corpus(env_config, samples: int = 256):
+    """Text to train a BPE tokenizer on for RL from scratch: the env's first observations."""
+    def texts():
+        env = build_envs(env_config, 1)[0]
+        try:
+            for seed in range(samples):
+                obs, info = env.reset(seed=seed)
+                yield from [m["content"] for m in info.get("history") or []] + [obs]
+        finally:
+            env.close()
+    return texts
 
 
 def build_policy(lm, model: ModelConfig, base_path: str, with_value_head: bool, keep_reference: bool) -> Policy:
@@ -63,44 +92,57 @@ def build_policy(lm, model: ModelConfig, base_path: str, with_value_head: bool, 
     if is_lora(lm):
         for cfg in lm.peft_config.values():
             cfg.base_model_name_or_path = base_path  # what PeftModel.from_pretrained will load
-    return Policy(lm, with_value_head=with_value_head, keep_reference=keep_reference)
+    # A loaded model comes in eval mode; training starts in train mode.
+    return Policy(lm, with_value_head=with_value_head, keep_reference=keep_reference).train()
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list) -> L.Trainer:
-    tr = config.trainer
+def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list, **kwargs) -> L.Trainer:
+    """The Lightning Trainer of either stage; one Lightning epoch is an RL iteration or an SFT epoch."""
+    tr, sft = config.trainer, config.stage == "sft"
+    epochs = config.sft.epochs if sft else tr.iterations
     logger = False
     if config.logger.tensorboard:
         from lightning.pytorch.loggers import TensorBoardLogger
 
         logger = TensorBoardLogger(str(run_dir), name=config.logger.name, version="")
-    callbacks = [*callbacks, IterationLog(tr.iterations)]
+    callbacks = [*callbacks, IterationLog(epochs, sft)]
     if tr.progress_bar:
-        callbacks.append(IterationProgress(tr.iterations))
+        callbacks.append(IterationProgress(epochs, SFT_FIELDS if sft else RL_FIELDS, "epochs" if sft else "iterations"))
     return L.Trainer(
         accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=strategy,
-        precision=config.precision.name, max_epochs=tr.iterations, logger=logger, callbacks=callbacks,
+        precision=config.precision.name, max_epochs=epochs, logger=logger, callbacks=callbacks,
         enable_checkpointing=False, log_every_n_steps=1, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir),
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(run_dir), **kwargs,
     )
 
 
-def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLModule, str | None]:
+def _strategy(config: TrainConfig):
+    """(Lightning strategy, sharding plan), or a ConfigError before any model is built."""
+    tr = config.trainer
+    try:
+        size = world_size(tr.devices, tr.num_nodes, tr.accelerator)
+        return build_strategy(config.strategy, config.algorithm.optim.max_grad_norm, size, config.precision.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_run(config: TrainConfig, run_dir: str | Path):
+    """(trainer, module, checkpoint to resume from) for ``config.stage``."""
+    if config.stage == "sft":
+        return build_sft_run(config, Path(run_dir))
     run_dir = Path(run_dir)
     alg, tr = config.algorithm, config.trainer
     spec = PPOSpec.of(alg)
-    try:  # first: a strategy this machine cannot run should fail before any model is built
-        size = world_size(tr.devices, tr.num_nodes, tr.accelerator)
-        strategy, plan = build_strategy(config.strategy, alg.optim.max_grad_norm, size, config.precision.name)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    strategy, plan = _strategy(config)
     # Before anything random is built: LoRA's A matrices and the value head must come out the
     # same in every run and on every rank, or resumed and distributed runs diverge.
     L.seed_everything(tr.seed, workers=True, verbose=False)
     dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
-    tok, lm, base_path = build_base(config.model, run_dir, dtype)
+    model = warm_start(config.model)
+    tok, lm, base_path = build_base(model, run_dir, dtype, env_corpus(config.env))
     if config.strategy.activation_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    policy = build_policy(lm, config.model, base_path, spec.uses_critic, alg.kl_coef > 0)
+    policy = build_policy(lm, model, base_path, spec.uses_critic, alg.kl_coef > 0)
     env = config.env
     collector = RolloutCollector(build_envs(env, alg.envs_per_rank), tok, alg.sampling, config.reward,
                                  env.system_prompt, env.episode_timeout_s, env.step_workers,
@@ -120,6 +162,35 @@ def build_run(config: TrainConfig, run_dir: str | Path) -> tuple[L.Trainer, RLMo
                                  env.straggler_timeout_s)
         callbacks.append(PeriodicEvaluation(eval_collector, EvalSpec(tr.eval_samples, seed=tr.eval_seed), tr.eval_every))
     trainer = build_trainer(config, run_dir, strategy, callbacks)
+    return trainer, module, resume_path(config.resume, run_dir / "checkpoints")
+
+
+def build_sft_run(config: TrainConfig, run_dir: Path):
+    """Supervised fine-tuning on transcripts (``lorarl.sft``), saving the same adapter checkpoints."""
+    from lorarl import sft, transcripts
+    from lorarl.rollout import ChatFramer
+
+    try:
+        data = transcripts.read(config.sft.data)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"sft.data={config.sft.data!r}: {str(e).splitlines()[0]}") from None
+    strategy, plan = _strategy(config)
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
+    model = warm_start(config.model)
+    corpus = lambda: (m["content"] for messages, _ in data for m in messages)  # noqa: E731
+    tok, lm, base_path = build_base(model, run_dir, dtype, corpus)
+    policy = build_policy(lm, model, base_path, with_value_head=False, keep_reference=False)
+    framer = ChatFramer(tok, config.env.system_prompt)
+    spec = sft.SFTSpec(config.sft.epochs, config.sft.batch_size, config.sft.max_tokens, config.sft.holdout,
+                       config.trainer.seed)
+    train, val = sft.split(data, spec.holdout, spec.seed)
+    encode = lambda part: sft.Transcripts([sft.encode(m, p, framer, spec.max_tokens) for m, p in part])  # noqa: E731
+    optim = replace(config.algorithm.optim, lr=config.sft.lr)
+    module = sft.SFTModule(policy, encode(train), encode(val), spec, optim, tok.pad_token_id, plan)
+    callbacks = [AdapterCheckpoint(run_dir / "checkpoints", 1, config.trainer.keep_last)]
+    trainer = build_trainer(config, run_dir, strategy, callbacks, gradient_clip_val=config.algorithm.optim.max_grad_norm,
+                            limit_val_batches=1.0 if len(val) else 0)
     return trainer, module, resume_path(config.resume, run_dir / "checkpoints")
 
 

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import torch
 
 LORA_INITS = ("default", "gaussian", "pissa", "olora")
+REFERENCE_ADAPTER = "reference"  # a warm start's frozen adapter: the policy RL started from
 
 
 @dataclass
@@ -38,7 +39,11 @@ def apply_lora(model: torch.nn.Module, spec: LoraSpec) -> torch.nn.Module:
         model.requires_grad_(True)
         return model
     if spec.lora_path:
-        return PeftModel.from_pretrained(model, spec.lora_path, is_trainable=True)
+        # Continue training the saved adapter; a frozen second copy is the KL reference, so RL from an
+        # SFT warm start is kept near the SFT policy, not pulled back to the untrained base.
+        model = PeftModel.from_pretrained(model, spec.lora_path, is_trainable=True)
+        model.load_adapter(spec.lora_path, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+        return model
     _check_targets(model, spec)
     config = LoraConfig(
         r=spec.rank,

@@ -10,10 +10,6 @@ from __future__ import annotations
 import torch
 
 
-def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum()
-
-
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of x over positions where mask is True; 0 when nothing counts (avoids NaN)."""
     return (x * mask).sum() / mask.sum().clamp(min=1)

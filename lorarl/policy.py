@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import CompileConfig, GenerationConfig
 
-from lorarl.lora import is_lora
+from lorarl.lora import REFERENCE_ADAPTER, is_lora
 from lorarl.ops import position_ids_from_mask, shift_to_tokens, token_entropy, token_logprobs
 
 
@@ -47,6 +47,12 @@ class Policy(nn.Module):
         if keep_reference and not is_lora(lm):
             self.reference = copy.deepcopy(lm).requires_grad_(False).eval()
 
+    def train(self, mode: bool = True) -> "Policy":
+        super().train(mode)
+        if self.reference is not None:
+            self.reference.eval()  # a frozen copy: never in train mode (dropout would change its logprobs)
+        return self
+
     @property
     def has_reference(self) -> bool:
         """Whether KL to the base model can be computed (LoRA: adapter off; full FT: a kept copy)."""
@@ -68,7 +74,13 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids, attention_mask, temperature: float = 1.0) -> torch.Tensor:
-        if is_lora(self.lm):
+        """log p of the reference policy: the base model (LoRA: adapter disabled), or, for a warm
+        start from a saved adapter, that adapter as it was loaded (frozen copy)."""
+        kwargs = {}
+        if is_lora(self.lm) and REFERENCE_ADAPTER in self.lm.peft_config:
+            ctx, model = contextlib.nullcontext(), self.lm
+            kwargs = {"adapter_names": [REFERENCE_ADAPTER] * input_ids.shape[0]}  # PEFT's per-row adapters
+        elif is_lora(self.lm):
             ctx, model = self.lm.disable_adapter(), self.lm
         elif self.reference is not None:
             ctx, model = contextlib.nullcontext(), self.reference
@@ -80,6 +92,7 @@ class Policy(nn.Module):
                 attention_mask=attention_mask,
                 position_ids=position_ids_from_mask(attention_mask),
                 use_cache=False,
+                **kwargs,
             ).logits
         return token_logprobs(logits, input_ids, temperature)
 

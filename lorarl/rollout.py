@@ -56,6 +56,7 @@ class Episode:
     done: bool = False
     started: float = 0.0  # time.monotonic() at reset
     duration_s: float = 0.0  # wall-clock time from reset to the end
+    prompt_turns: int = 1  # messages[:prompt_turns] are the env's prompt (earlier turns + first observation)
 
     @property
     def trainable(self) -> bool:
@@ -231,6 +232,7 @@ class RolloutCollector:
         prompt = self.framer.first(obs, history)
         ep.extend(prompt, is_action=False)
         ep.messages.extend([*history, {"role": "user", "content": obs}])
+        ep.prompt_turns = len(history) + 1
         if len(prompt) + self.sampling.max_new_tokens > self.sampling.max_context_tokens:
             self._finish(ep, "context_limit")  # the first prompt alone does not fit
             return False

@@ -38,6 +38,8 @@ class ConfigError(ValueError):
 class ModelConfig:
     path: Optional[str]  # hub id or local directory; null = the built-in tiny model
     trust_remote_code: bool
+    tokenizer: str  # built-in model: byte | bpe (trained on the run's text, saved with the base model)
+    bpe_vocab_size: int
     tiny: TinyModelSpec
     lora: LoraSpec
 
@@ -95,6 +97,7 @@ class SFTConfig:
     batch_size: int  # transcripts per optimizer step
     max_tokens: int  # longer transcripts are cut (keeping the start)
     holdout: float  # share of transcripts held out to report the validation loss
+    lr: float  # AdamW learning rate of the supervised stage
 
 
 @dataclass
@@ -190,7 +193,7 @@ def validate(c: TrainConfig) -> None:
     _choice("strategy.name", c.strategy.name, STRATEGIES)
     _choice("precision.name", c.precision.name, PRECISIONS)
     _positive("precision", c.precision, "logprob_tolerance")
-    _positive("sft", c.sft, "epochs", "batch_size", "max_tokens")
+    _positive("sft", c.sft, "epochs", "batch_size", "max_tokens", "lr")
     _need(0 <= c.sft.holdout < 1, "sft.holdout", c.sft.holdout, "must be in [0, 1)")
     _need(c.stage != "sft" or bool(c.sft.data), "sft.data", c.sft.data, "stage=sft needs a transcripts file")
     lora = c.model.lora
@@ -206,6 +209,8 @@ def validate(c: TrainConfig) -> None:
 
 def validate_model(m: ModelConfig) -> None:
     lora, tiny = m.lora, m.tiny
+    _choice("model.tokenizer", m.tokenizer, ("byte", "bpe"))
+    _need(m.bpe_vocab_size >= 300, "model.bpe_vocab_size", m.bpe_vocab_size, "must be >= 300 (256 bytes + specials + merges)")
     _need(isinstance(lora.rank, int) and lora.rank >= 0, "model.lora.rank", lora.rank, "must be >= 0 (0 means full fine-tuning)")
     _need(lora.alpha > 0, "model.lora.alpha", lora.alpha, "must be > 0")
     _need(0 <= lora.dropout < 1, "model.lora.dropout", lora.dropout, "must be in [0, 1)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -29,6 +31,22 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     tok = PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token=EOS, pad_token=PAD, additional_special_tokens=[BOS]
     )
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the run's own text (env observations, transcripts): the env's
+    fixed instructions become a few tokens instead of a thousand bytes, so a small model sees whole
+    episodes. Every byte stays in the alphabet, so any text still round-trips. Same specials and
+    chat template as the byte tokenizer; saved with the base model like any HF tokenizer."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, pad_token=PAD, additional_special_tokens=[BOS])
     tok.chat_template = CHATML_TEMPLATE
     return tok
 

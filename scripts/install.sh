@@ -15,4 +15,4 @@ fi
 # torch 2.13.0 is pinned first so pip does not pull a multi-GB CUDA build on CPU-only machines;
 # on a GPU machine install your CUDA torch before running this.
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0" || $PY -m pip install -q torch
-$PY -m pip install -q -e ".[test]"
+$PY -m pip install -q -e ".[test,bench]"

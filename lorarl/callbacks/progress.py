@@ -1,28 +1,36 @@
-"""One progress bar over the run's iterations, showing the last iteration's reward and success.
-(Lightning's own bar counts batches of an epoch: ``1/1`` per iteration, which says nothing.)"""
+"""One progress bar over the run's iterations (SFT: epochs) with the numbers that matter, and one
+line per iteration in the run's log (train.log). Lightning's own bar counts the batches of an
+epoch: ``1/1`` per RL iteration, which says nothing."""
 
 from __future__ import annotations
+
+import logging
 
 import lightning as L
 from tqdm.auto import tqdm
 
+RL_FIELDS = {"reward": "rollout/reward_mean", "success": "rollout/success_rate"}
+SFT_FIELDS = {"loss": "sft/loss", "val_loss": "sft/val_loss"}
+
+
+def _fmt(stats: dict, key: str) -> str:
+    return f"{stats[key]:.3f}" if key in stats else "-"
+
 
 class IterationProgress(L.Callback):
-    def __init__(self, iterations: int):
-        self.iterations = iterations
+    def __init__(self, iterations: int, fields: dict[str, str] = RL_FIELDS, unit: str = "iterations"):
+        self.iterations, self.fields, self.unit = iterations, fields, unit
         self.bar = None
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self.bar = tqdm(total=self.iterations, initial=trainer.current_epoch, desc="iterations", unit="it",
+            self.bar = tqdm(total=self.iterations, initial=trainer.current_epoch, desc=self.unit, unit="it",
                             dynamic_ncols=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.bar is None:
             return
-        stats = module.last_stats
-        self.bar.set_postfix(reward=f"{stats.get('rollout/reward_mean', float('nan')):.3f}",
-                             success=f"{stats.get('rollout/success_rate', float('nan')):.2f}", refresh=False)
+        self.bar.set_postfix({name: _fmt(module.last_stats, key) for name, key in self.fields.items()}, refresh=False)
         self.bar.update(1)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -32,20 +40,22 @@ class IterationProgress(L.Callback):
 
 
 class IterationLog(L.Callback):
-    """One line per iteration in the run's log (train.log): reward, success, outcomes, KL, time."""
+    """RL: reward, success, outcome mix, KL, entropy, seconds. SFT: loss and held-out loss."""
 
-    def __init__(self, iterations: int):
-        import logging
-
-        self.iterations = iterations
+    def __init__(self, iterations: int, sft: bool = False):
+        self.iterations, self.sft = iterations, sft
         self.lines = logging.getLogger("lorarl.iterations")
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        s = module.last_stats
+        s, done = module.last_stats, trainer.current_epoch + 1
+        if self.sft:
+            self.lines.info("epoch %d/%d loss=%s val_loss=%s", done, self.iterations, _fmt(s, "sft/loss"),
+                            _fmt(s, "sft/val_loss"))
+            return
         outcomes = " ".join(f"{k.rsplit('/', 1)[1]}={v:.2f}" for k, v in s.items() if k.startswith("rollout/outcome/") and v)
         kl = next((f" kl={v:.4f}" for k, v in s.items() if k.startswith("rollout/kl_to_base")), "")
-        self.lines.info("iteration %d/%d reward=%.3f success=%.3f %s%s entropy=%.3f %.1fs", trainer.current_epoch + 1,
-                      self.iterations, s.get("rollout/reward_mean", float("nan")), s.get("rollout/success_rate", float("nan")),
-                      outcomes, kl, s.get("train/entropy", float("nan")), s.get("perf/iteration_s", float("nan")))
+        self.lines.info("iteration %d/%d reward=%s success=%s %s%s entropy=%s %.1fs", done, self.iterations,
+                        _fmt(s, "rollout/reward_mean"), _fmt(s, "rollout/success_rate"), outcomes, kl,
+                        _fmt(s, "train/entropy"), s.get("perf/iteration_s", float("nan")))

@@ -43,7 +43,7 @@ def test_dynamic_and_merged_give_identical_greedy_transcripts_and_base_is_compar
         assert set(m) >= {"success_rate", "reward_mean", "turns_mean", "tokens_per_s", "outcome/correct"}  # training's names
         assert any(k.startswith("success_rate/") for k in m)  # per task type
         assert abs(sum(v for k, v in m.items() if k.startswith("outcome/")) - 1) < 1e-6
-        assert all(set(e) == {"seed", "task_type", "outcome", "reward", "turns", "transcript"} for e in report["episodes"])
+        assert all(set(e) == {"seed", "task_type", "outcome", "reward", "turns", "prompt_turns", "transcript"} for e in report["episodes"])
     # the same seeded tasks for every model
     assert [e["seed"] for e in a["episodes"]] == [e["seed"] for e in base["episodes"]]
 

@@ -103,20 +103,10 @@ def test_env_error_episodes_are_not_trained_on():
     assert batch.group_ids.tolist()[0] == 3 and batch.group_ids.tolist()[1] < 0
 
 
-class _Slow(gym.Wrapper):
-    """An env whose steps take ``delay`` seconds (a slow shell command, a slow query)."""
-
-    def __init__(self, env, delay):
-        super().__init__(env)
-        self.delay = delay
-
-    def step(self, action):
-        time.sleep(self.delay)
-        return self.env.step(action)
-
-
 def _collector(tok, defaults, delays, **kwargs):
-    envs = [_Slow(gym.make("lorarl/TargetWord-v0", words=["zzzz"], max_turns=2), d) for d in delays]
+    from envs.wrappers import Delayed
+
+    envs = [Delayed(gym.make("lorarl/TargetWord-v0", words=["zzzz"], max_turns=2), d) for d in delays]
     return RolloutCollector(envs, tok, replace(defaults.algorithm.sampling, max_new_tokens=3), defaults.reward, **kwargs)
 
 

@@ -1,0 +1,140 @@
+"""Supervised fine-tuning on transcripts (``stage=sft``): a warm start for RL.
+
+Each transcript is tokenized exactly as a rollout would hold it (``rollout.ChatFramer``): the
+first prompt with the env's earlier turns, then each assistant reply's tokens and the end-of-turn
+token (trained on: loss mask True), then each observation framed as the next user turn (not
+trained on). So the token stream SFT teaches is the one RL later samples and scores. The loss is
+the mean cross-entropy over the assistant tokens of a batch. The adapter is saved by the same
+``AdapterCheckpoint`` as RL, so ``model.lora.lora_path=<checkpoint>`` starts RL from it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lorarl.ops import masked_mean
+from lorarl.rollout import ChatFramer
+
+
+@dataclass
+class SFTSpec:
+    epochs: int
+    batch_size: int
+    max_tokens: int
+    holdout: float
+    seed: int
+
+
+def encode(messages: list[dict], prompt_turns: int, framer: ChatFramer, max_tokens: int) -> tuple[list[int], list[bool]]:
+    """(token ids, loss mask) of one transcript, laid out as a rollout episode: the first
+    ``prompt_turns`` messages are the env's prompt (earlier turns, then the first observation)."""
+    tok = framer.tok
+    ids = framer.first(messages[prompt_turns - 1]["content"], messages[: prompt_turns - 1])
+    mask = [False] * len(ids)
+    for m in messages[prompt_turns:]:
+        if m["role"] == "assistant":
+            reply = tok(m["content"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            ids, mask = ids + reply, mask + [True] * len(reply)
+        else:
+            follow = framer.next(m["content"])
+            ids, mask = ids + follow, mask + [False] * len(follow)
+    return ids[:max_tokens], mask[:max_tokens]
+
+
+class Transcripts(Dataset):
+    def __init__(self, encoded: list[tuple[list[int], list[bool]]]):
+        self.items = [e for e in encoded if any(e[1])]  # cut so far that nothing is left to learn: dropped
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def collate(pad_id: int):
+    def fn(batch):
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(batch), width), dtype=torch.bool)
+        loss = torch.zeros((len(batch), width), dtype=torch.bool)
+        for i, (t, m) in enumerate(batch):
+            ids[i, : len(t)] = torch.tensor(t)
+            attn[i, : len(t)] = True
+            loss[i, : len(m)] = torch.tensor(m)
+        return ids, attn, loss
+    return fn
+
+
+def split(messages: list, holdout: float, seed: int):
+    """(train, held out): a seeded shuffle, at least one transcript held out when asked for any."""
+    order = list(range(len(messages)))
+    random.Random(seed).shuffle(order)
+    n_out = min(len(order) - 1, max(1, round(holdout * len(order)))) if holdout > 0 else 0
+    return [messages[i] for i in order[n_out:]], [messages[i] for i in order[:n_out]]
+
+
+class SFTModule(L.LightningModule):
+    """Cross-entropy on assistant tokens. Exposes ``policy``, ``sharding``, ``last_stats`` and
+    ``last_episodes`` like ``RLModule``, so the same checkpoint callback saves its adapter."""
+
+    def __init__(self, policy, train: Dataset, val: Dataset, spec: SFTSpec, optim, pad_id: int, sharding=None):
+        super().__init__()
+        from lorarl.sharding import ShardingPlan
+
+        self.policy, self.train_set, self.val_set = policy, train, val
+        self.spec, self.optim, self.pad_id = spec, optim, pad_id
+        self.sharding = sharding or ShardingPlan()
+        self.strict_loading = False
+        self.last_stats: dict[str, float] = {}
+        self.last_episodes: list = []
+        self._tokens, self._start = 0, time.perf_counter()
+
+    def configure_model(self) -> None:
+        self.sharding.apply(self.policy, getattr(self, "device_mesh", None))
+
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(self.spec.seed)
+        return DataLoader(self.train_set, batch_size=self.spec.batch_size, shuffle=True, generator=g,
+                          collate_fn=collate(self.pad_id))
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=self.spec.batch_size, collate_fn=collate(self.pad_id))
+
+    def _loss(self, batch) -> torch.Tensor:
+        ids, attn, loss_mask = batch
+        logp = self.policy(ids, attn).logprobs  # log p(x_t | x_<t); t = 0 never counts (no prediction)
+        return -masked_mean(logp, loss_mask)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self._tokens += int(batch[2].sum())
+        rate = self._tokens / max(time.perf_counter() - self._start, 1e-9)
+        self.log_dict({"sft/loss": loss.detach(), "sft/tokens_per_s": rate}, on_step=True, prog_bar=False,
+                      sync_dist=True, batch_size=len(batch[0]))
+        self.last_stats = {"sft/loss": float(loss.detach()), "sft/tokens_per_s": rate, **self._val_stats()}
+        return loss
+
+    def _val_stats(self) -> dict[str, float]:
+        val = self.trainer.callback_metrics.get("sft/val_loss")
+        return {"sft/val_loss": float(val)} if val is not None else {}
+
+    def validation_step(self, batch, batch_idx):
+        self.log("sft/val_loss", self._loss(batch), on_epoch=True, sync_dist=True, batch_size=len(batch[0]))
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_stats.update(self._val_stats())  # before the epoch-end callbacks read it
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

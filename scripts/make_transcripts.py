@@ -1,0 +1,52 @@
+"""Write SFT transcripts (docs/transcripts.md), from an env's oracle or from evaluation reports.
+
+    python scripts/make_transcripts.py --env db_bench --skills select,count --episodes 2000 --out db.jsonl
+    python scripts/make_transcripts.py --env os_interaction --episodes 500 --out os.jsonl
+    python scripts/make_transcripts.py --from-report runs/x/checkpoints/iter_000020/eval_DBBench-v0.json --out best.jsonl
+
+Oracle transcripts are episodes the oracle solved by executing its solution through the env (an
+episode it fails is left out). ``--from-report`` keeps the correct episodes of ``evaluate.py``
+reports: sample a policy with ``algorithm.sampling.greedy=false`` and many ``num_samples``, keep
+what succeeded, fine-tune on it (rejection sampling / expert iteration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lorarl import transcripts  # noqa: E402
+
+ENV_IDS = {"db_bench": "lorarl/DBBench-v0", "os_interaction": "lorarl/OSInteraction-v0", "target_word": "lorarl/TargetWord-v0"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--env", choices=sorted(ENV_IDS))
+    p.add_argument("--skills", help="generator skills, comma-separated (db_bench, os_interaction)")
+    p.add_argument("--kwargs", default="{}", help="more env arguments as JSON, e.g. '{\"max_rounds\": 5}'")
+    p.add_argument("--episodes", type=int, default=1000, help="seeds to play")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--from-report", nargs="*", default=[], help="evaluate.py reports: keep their correct episodes")
+    args = p.parse_args(argv)
+    if bool(args.env) == bool(args.from_report):
+        p.error("give --env (oracle transcripts) or --from-report (the correct episodes of reports)")
+    if args.env:
+        kwargs = json.loads(args.kwargs)
+        if args.skills:
+            kwargs["skills"] = args.skills.split(",")
+        records = transcripts.oracle_transcripts(ENV_IDS[args.env], kwargs, range(args.seed, args.seed + args.episodes))
+    else:
+        records = (r for report in args.from_report for r in transcripts.report_transcripts(report))
+    n = transcripts.write(records, args.out)
+    print(f"{n} transcripts -> {args.out}")
+    return 0 if n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
