@@ -15,7 +15,6 @@ docs/learning.png (held-out success and training reward vs iteration, mean over 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile

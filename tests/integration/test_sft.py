@@ -3,7 +3,6 @@ plain PEFT), and RL started from that adapter; the SFT token stream is the rollo
 
 import json
 import sys
-from dataclasses import replace
 
 import gymnasium as gym
 import torch

@@ -1,13 +1,12 @@
 """Token-in/token-out rollouts: masks, framing and logprobs on a real two-turn episode."""
 
 import time
+from dataclasses import replace
 
 import gymnasium as gym
 import torch
 
 import envs  # noqa: F401
-from dataclasses import replace
-
 from lorarl.lora import apply_lora
 from lorarl.policy import Policy
 from lorarl.rollout import ChatFramer, RolloutCollector, episodes_to_batch
@@ -106,8 +105,8 @@ def test_env_error_episodes_are_not_trained_on():
 def _collector(tok, defaults, delays, **kwargs):
     from envs.wrappers import Delayed
 
-    envs = [Delayed(gym.make("lorarl/TargetWord-v0", words=["zzzz"], max_turns=2), d) for d in delays]
-    return RolloutCollector(envs, tok, replace(defaults.algorithm.sampling, max_new_tokens=3), defaults.reward, **kwargs)
+    made = [Delayed(gym.make("lorarl/TargetWord-v0", words=["zzzz"], max_turns=2), d) for d in delays]
+    return RolloutCollector(made, tok, replace(defaults.algorithm.sampling, max_new_tokens=3), defaults.reward, **kwargs)
 
 
 def test_env_steps_run_in_parallel_and_a_slow_env_delays_only_its_episode(tiny_tokenizer, tiny_lm, defaults):

@@ -170,11 +170,8 @@ def test_schema_does_not_import_lightning():
     [
         (["model.lora.rank=-1"], "config error: model.lora.rank=-1 is invalid"),
         (["strategy=deepspeed_stage_2"], "strategy.name=deepspeed_stage_2: DeepSpeed needs CUDA"),
-        (["env.id=lorarl/Nope-v0"], "env.id='lorarl/Nope-v0'"),
-        (["model.lora.rnak=3"], "model.lora.rnak"),
-        (["strategy=horovod"], "strategy"),
+        (["model.lora.rnak=3"], "model.lora.rnak: no such key"),
         (["model.lora.target_modules=[nope_proj]"], "matches no module of this model"),
-        (["trainer.devices=0"], "trainer.devices=0"),
     ],
 )
 def test_cli_errors_are_one_line_with_nonzero_exit(args, needle, tmp_path):

@@ -132,8 +132,8 @@ def test_lazy_and_tampering_agents_never_win_the_dev_split():
                 Oracle(env.unwrapped.task)
             except NoSolution:
                 continue  # a bare match answer: guessing it is the only way, for any agent
-            for replies in ([FINISH], [answer("")], [answer("-1")], [bash(TAMPER["fake interpreters first on PATH"]),
-                            bash(TAMPER["interpreters replaced on the overlay"]), answer("-1")]):
+            for replies in ([FINISH], [answer("-1")], [bash(TAMPER["fake interpreters first on PATH"] + "; " +
+                                                            TAMPER["interpreters replaced on the overlay"]), answer("-1")]):
                 info, _ = play(env, replies, options={"task_index": i})
                 assert info["outcome"] != "correct", (i, replies, info)
     finally:
