@@ -351,11 +351,12 @@ def with_run_config(cfg: DictConfig, run_config: str | None, user_keys: set[str]
             raise ConfigError(f"adapter={adapter}: no such directory")
     if run_config:
         run = OmegaConf.load(run_config)
+        if OmegaConf.select(run, "env.envs_per_rank") is not None:
+            run.env.pop("envs_per_rank")  # runs made before the rollout batch moved to algorithm.envs_per_rank
         for key in RUN_KEYS:
             if not any(u == key or u.startswith(key + ".") for u in user_keys) and OmegaConf.select(run, key) is not None:
-                OmegaConf.update(cfg, key, OmegaConf.select(run, key), merge=False, force_add=True)
-        if "env" not in {u.split(".")[0] for u in user_keys} and OmegaConf.select(run, "env.envs_per_rank") is not None:
-            cfg.env.pop("envs_per_rank")  # runs made before the rollout batch moved to algorithm.envs_per_rank
+                # merged onto this config's own: keys a run from an older lorarl lacks keep their defaults
+                OmegaConf.update(cfg, key, OmegaConf.select(run, key), merge=True, force_add=True)
     if OmegaConf.select(cfg, "env.id") is None:
         raise ConfigError("env: no env given and no training run config beside the adapter; pass env=db_bench "
                           "(or os_interaction, target_word)")

@@ -180,3 +180,29 @@ def test_cli_errors_are_one_line_with_nonzero_exit(args, needle, tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines and needle in lines[-1] and lines[-1].startswith("config error:"), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluation_takes_the_runs_env_even_from_an_older_run(tmp_path):
+    """A run made before env.envs_per_rank moved and before the newer env keys existed."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from lorarl.schema import EvalConfig, load, validate_eval, with_run_config
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints/iter_000001").mkdir(parents=True)
+    OmegaConf.save({"env": {"id": "lorarl/TargetWord-v0", "kwargs": {"max_turns": 3}, "system_prompt": None,
+                            "envs_per_rank": 16},
+                    "reward": {"correct": 2.0}, "algorithm": {"sampling": {"max_new_tokens": 7}}}, run / ".hydra/config.yaml")
+    adapter = str(run / "checkpoints/iter_000001")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("evaluate", overrides=[f"adapter={adapter}"])
+    config = load(with_run_config(cfg, str(run / ".hydra/config.yaml"), {"adapter"}), EvalConfig, validate_eval)
+    assert config.env.id == "lorarl/TargetWord-v0" and config.env.kwargs == {"max_turns": 3}
+    assert config.env.episode_timeout_s > 0  # a key the old run lacks keeps evaluate's default
+    assert config.reward.correct == 2.0 and config.reward.incorrect == compose([]).reward.incorrect
+    assert config.algorithm.sampling.max_new_tokens == 7
+    user = load(with_run_config(cfg, str(run / ".hydra/config.yaml"), {"adapter", "algorithm.sampling.max_new_tokens"}),
+                EvalConfig, validate_eval)
+    assert user.algorithm.sampling.max_new_tokens == 64  # what the user set on the command line wins
