@@ -39,6 +39,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written (disk full, permissions): one line for the user."""
 
 
+def trainable_only(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` that train: the frozen base is reloaded from its path, never saved."""
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state.items() if k in trainable}
+
+
 def checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration:06d}"
 

@@ -1,9 +1,11 @@
-"""Make the Gymnasium envs a run or an evaluation plays on (config errors become one line)."""
+"""Make the Gymnasium envs a run or an evaluation plays on (config errors become one line), and
+the collector that plays them."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 
+from lorarl.rollout import RolloutCollector, SamplingSpec
 from lorarl.schema import ConfigError, EnvConfig
 
 
@@ -15,3 +17,9 @@ def build_envs(env: EnvConfig, count: int) -> list[gym.Env]:
         raise ConfigError(f"env.id={env.id!r}: {e} (lorarl envs: {known})") from None
     except (TypeError, ValueError, KeyError, OSError, RuntimeError) as e:  # bad kwargs, task file, no sandbox
         raise ConfigError(f"env {env.id}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def make_collector(env: EnvConfig, envs: list[gym.Env], tokenizer, sampling: SamplingSpec, rewards) -> RolloutCollector:
+    """A collector over ``envs`` with the env config's prompt, time budgets and stepping threads."""
+    return RolloutCollector(envs, tokenizer, sampling, rewards, env.system_prompt, env.episode_timeout_s,
+                            env.step_workers, env.straggler_timeout_s)

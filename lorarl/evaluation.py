@@ -132,7 +132,7 @@ def models_to_evaluate(config) -> list[str]:
 
 def run_evaluation(config) -> dict[str, dict]:
     """``evaluate.py``: evaluate (or merge) each model on the same seeded tasks; reports + table."""
-    from lorarl.environments import build_envs
+    from lorarl.environments import build_envs, make_collector
     from lorarl.models import load_pretrained_model
     from lorarl.tokenizer import load_tokenizer
 
@@ -151,9 +151,7 @@ def run_evaluation(config) -> dict[str, dict]:
             tok, lm = load_tokenizer(config.merged_path), load_pretrained_model(config.merged_path)
         else:
             tok, lm = _load(name, config, merge=False)
-        collector = RolloutCollector(envs, tok, config.algorithm.sampling, config.reward, config.env.system_prompt,
-                                     config.env.episode_timeout_s, config.env.step_workers,
-                                     config.env.straggler_timeout_s)
+        collector = make_collector(config.env, envs, tok, config.algorithm.sampling, config.reward)
         policy = Policy(lm.eval(), with_value_head=False, keep_reference=False).eval()
         episodes, tps = evaluate_policy(policy, collector, spec)
         results[name] = summarize(episodes, tps)

@@ -18,14 +18,13 @@ import torch
 from lorarl import checkpointing as ckpt
 from lorarl.callbacks import AdapterCheckpoint, IterationLog, IterationProgress, PeriodicEvaluation
 from lorarl.callbacks.progress import RL_FIELDS, SFT_FIELDS
-from lorarl.environments import build_envs
+from lorarl.environments import build_envs, make_collector
 from lorarl.evaluation import EvalSpec
 from lorarl.lora import apply_lora, is_lora
 from lorarl.models import build_tiny_model, load_pretrained_model
 from lorarl.module import LoopSpec, RLModule
 from lorarl.policy import Policy
 from lorarl.ppo import PPOSpec
-from lorarl.rollout import RolloutCollector
 from lorarl.schema import ConfigError, ModelConfig, TrainConfig
 from lorarl.strategies import build_strategy, world_size
 from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer, train_bpe_tokenizer
@@ -126,6 +125,16 @@ def _strategy(config: TrainConfig):
         raise ConfigError(str(e)) from None
 
 
+def _seeded_base(config: TrainConfig, run_dir: Path, corpus):
+    """(model config after warm start, tokenizer, base LM, base path), built after seeding."""
+    # Before anything random is built: LoRA's A matrices and the value head must come out the
+    # same in every run and on every rank, or resumed and distributed runs diverge.
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
+    model = warm_start(config.model)
+    return (model, *build_base(model, run_dir, dtype, corpus))
+
+
 def build_run(config: TrainConfig, run_dir: str | Path):
     """(trainer, module, checkpoint to resume from) for ``config.stage``."""
     if config.stage == "sft":
@@ -134,19 +143,12 @@ def build_run(config: TrainConfig, run_dir: str | Path):
     alg, tr = config.algorithm, config.trainer
     spec = PPOSpec.of(alg)
     strategy, plan = _strategy(config)
-    # Before anything random is built: LoRA's A matrices and the value head must come out the
-    # same in every run and on every rank, or resumed and distributed runs diverge.
-    L.seed_everything(tr.seed, workers=True, verbose=False)
-    dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
-    model = warm_start(config.model)
-    tok, lm, base_path = build_base(model, run_dir, dtype, env_corpus(config.env))
+    model, tok, lm, base_path = _seeded_base(config, run_dir, env_corpus(config.env))
     if config.strategy.activation_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy = build_policy(lm, model, base_path, spec.uses_critic, alg.kl_coef > 0)
     env = config.env
-    collector = RolloutCollector(build_envs(env, alg.envs_per_rank), tok, alg.sampling, config.reward,
-                                 env.system_prompt, env.episode_timeout_s, env.step_workers,
-                                 env.straggler_timeout_s)
+    collector = make_collector(env, build_envs(env, alg.envs_per_rank), tok, alg.sampling, config.reward)
     loop = LoopSpec(
         iterations=tr.iterations, envs_per_rank=alg.envs_per_rank, seed=tr.seed,
         logprob_tolerance=config.precision.logprob_tolerance, temperature=alg.sampling.temperature,
@@ -157,9 +159,8 @@ def build_run(config: TrainConfig, run_dir: str | Path):
     callbacks = [AdapterCheckpoint(run_dir / "checkpoints", tr.checkpoint_every, tr.keep_last)]
     if tr.eval_every:
         greedy = replace(alg.sampling, greedy=True)
-        eval_collector = RolloutCollector(build_envs(env, min(alg.envs_per_rank, tr.eval_samples)), tok, greedy,
-                                          config.reward, env.system_prompt, env.episode_timeout_s, env.step_workers,
-                                 env.straggler_timeout_s)
+        eval_collector = make_collector(env, build_envs(env, min(alg.envs_per_rank, tr.eval_samples)), tok, greedy,
+                                        config.reward)
         callbacks.append(PeriodicEvaluation(eval_collector, EvalSpec(tr.eval_samples, seed=tr.eval_seed), tr.eval_every))
     trainer = build_trainer(config, run_dir, strategy, callbacks)
     return trainer, module, resume_path(config.resume, run_dir / "checkpoints")
@@ -175,11 +176,8 @@ def build_sft_run(config: TrainConfig, run_dir: Path):
     except (OSError, ValueError) as e:
         raise ConfigError(f"sft.data={config.sft.data!r}: {str(e).splitlines()[0]}") from None
     strategy, plan = _strategy(config)
-    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
-    model = warm_start(config.model)
     corpus = lambda: (m["content"] for messages, _ in data for m in messages)  # noqa: E731
-    tok, lm, base_path = build_base(model, run_dir, dtype, corpus)
+    model, tok, lm, base_path = _seeded_base(config, run_dir, corpus)
     policy = build_policy(lm, model, base_path, with_value_head=False, keep_reference=False)
     framer = ChatFramer(tok, config.env.system_prompt)
     spec = sft.SFTSpec(config.sft.epochs, config.sft.batch_size, config.sft.max_tokens, config.sft.holdout,

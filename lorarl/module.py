@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from lorarl import ppo
+from lorarl.checkpointing import trainable_only
 from lorarl.lora import merged_for_inference
 from lorarl.metrics import episode_metrics, log_synced, prefixed
 from lorarl.policy import Policy
@@ -160,8 +161,7 @@ class RLModule(L.LightningModule):
             add_text(f"transcripts/{k}", format_transcript(ep), self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["state_dict"] = trainable_only(self, checkpoint["state_dict"])
         checkpoint["lorarl"] = {"advantage_state": asdict(self.advantage_state), "loop": asdict(self.loop),
                                 "ppo": asdict(self.spec)}
 

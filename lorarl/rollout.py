@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -124,6 +124,12 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device), mask.to(device)
 
 
+class _Reset(NamedTuple):
+    """A reset's result, told apart from a step's 5-tuple by type (never by a key in the env's info)."""
+    obs: str
+    info: dict
+
+
 class RolloutCollector:
     """Runs a batch of episodes on a fixed set of Gymnasium envs (one episode per env).
 
@@ -197,29 +203,29 @@ class RolloutCollector:
         return episodes
 
     @staticmethod
-    def _reset(env, seed: int, options: dict | None):
-        obs, info = env.reset(seed=seed, options=options)
-        return obs, 0.0, False, False, {**info, "_reset": True}
+    def _reset(env, seed: int, options: dict | None) -> _Reset:
+        return _Reset(*env.reset(seed=seed, options=options))
 
     def _absorb(self, ep: Episode, future) -> bool:
         """Take an env's reset or step result into the episode; True when the agent is to reply."""
         if ep.done:
             return False  # ended by its time budget while this step ran
         try:
-            obs, reward, terminated, truncated, info = future.result()
+            result = future.result()
         except Exception as e:  # noqa: BLE001  a broken env must not stop the batch
             log.warning("env failed in episode seed=%s: %s: %s", ep.seed, type(e).__name__, e)
             self._finish(ep, "env_error")
             return False
-        if info.get("_reset"):
-            return self._start(ep, obs, info)
+        if isinstance(result, _Reset):
+            return self._start(ep, result.obs, result.info)
+        obs, reward, terminated, truncated, info = result
         ep.env_return += float(reward)
         if terminated or truncated:
             self._finish(ep, info.get("outcome", "correct" if reward > 0 else "incorrect"))
             return False
         follow = self.framer.next(obs)
         ep.messages.append({"role": "user", "content": obs})
-        if len(ep.token_ids) + len(follow) + self.sampling.max_new_tokens > self.sampling.max_context_tokens:
+        if not self._fits(len(ep.token_ids) + len(follow)):
             self._finish(ep, "context_limit")
             return False
         ep.extend(follow, is_action=False)
@@ -233,10 +239,14 @@ class RolloutCollector:
         ep.extend(prompt, is_action=False)
         ep.messages.extend([*history, {"role": "user", "content": obs}])
         ep.prompt_turns = len(history) + 1
-        if len(prompt) + self.sampling.max_new_tokens > self.sampling.max_context_tokens:
+        if not self._fits(len(prompt)):
             self._finish(ep, "context_limit")  # the first prompt alone does not fit
             return False
         return True
+
+    def _fits(self, context_tokens: int) -> bool:
+        """Room left for a whole reply after ``context_tokens``."""
+        return context_tokens + self.sampling.max_new_tokens <= self.sampling.max_context_tokens
 
     def _act(self, ep: Episode, new_ids: list[int], new_logprobs: list[float]) -> str:
         ep.extend(new_ids, is_action=True, logprobs=new_logprobs)

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lorarl.checkpointing import trainable_only
 from lorarl.ops import masked_mean
 from lorarl.rollout import ChatFramer
 
@@ -136,5 +137,4 @@ class SFTModule(L.LightningModule):
         self.last_stats.update(self._val_stats())  # before the epoch-end callbacks read it
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["state_dict"] = trainable_only(self, checkpoint["state_dict"])
