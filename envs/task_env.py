@@ -4,12 +4,17 @@ outcome label."""
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 
 from envs.text_space import text_space
 
 
 SOURCES = ("generator", "agentbench", "lifelong")
+# Far past any reply a policy generates (max_new_tokens), and small enough that parsing one (a
+# 16k-element answer list) costs milliseconds and a few MB.
+MAX_REPLY_CHARS = 32768
 PROMPT_FORMATS = ("text", "chat")
 
 
@@ -65,6 +70,7 @@ class TaskEnv(gym.Env):
         self.observation_space = text_space()
         self.action_space = text_space()
         self.tasks: list = []
+        self.playable: list[int] = []  # indexes of the tasks that are not refused
         self.task_index = -1
         self.rounds = 0  # replies in the current episode
         self.setup_error: str | None = None  # the episode cannot be played (-> env_error)
@@ -73,20 +79,41 @@ class TaskEnv(gym.Env):
     def num_tasks(self) -> int | None:
         return len(self.tasks) if self.tasks else None
 
+    @property
+    def refused(self) -> dict[int, str]:
+        """File tasks that cannot be judged here, by index, with the reason (never drawn)."""
+        return {i: t.refused for i, t in enumerate(self.tasks) if getattr(t, "refused", None)}
+
+    def _use_tasks(self, tasks: list, where) -> None:
+        """Play ``tasks`` (loaded from ``where``); a warning names how many are refused and why."""
+        self.tasks = tasks
+        self.playable = [i for i, t in enumerate(tasks) if not getattr(t, "refused", None)]
+        if tasks and not self.playable:
+            raise ValueError(f"{where}: every task is refused, e.g. task 0: {tasks[0].refused}")
+        if refused := self.refused:
+            warnings.warn(f"{len(refused)} of {len(tasks)} tasks in {where} are refused (never drawn; "
+                          f"env.unwrapped.refused has each reason), e.g. task {min(refused)}: {refused[min(refused)]}",
+                          stacklevel=3)
+
     def _pick(self, options: dict) -> int:
-        """``options["task_index"]`` picks file task i; otherwise the seeded RNG does (-1: generator)."""
+        """``options["task_index"]`` picks file task i (a refused one plays as env_error, with the
+        reason); otherwise the seeded RNG draws one that is not refused (-1: generator)."""
         if not self.tasks:
             return -1
         if "task_index" in options:
             return int(options["task_index"]) % len(self.tasks)
-        return int(self.np_random.integers(len(self.tasks)))
+        return self.playable[int(self.np_random.integers(len(self.playable)))]
 
     def step(self, action: str):
         self.rounds += 1
         if self.setup_error:
             return self._end(f"The environment failed: {self.setup_error}", "env_error", error=self.setup_error)
+        action = str(action)
+        if len(action) > MAX_REPLY_CHARS:  # parsing (an answer list, a command) stays bounded in time and memory
+            return self._end(f"Invalid reply: {len(action)} characters, more than the {MAX_REPLY_CHARS} a reply may have.",
+                             "invalid_action")
         try:
-            return self._step(str(action))
+            return self._step(action)
         except EnvFailure as e:
             return self._end(f"The environment failed: {e}", "env_error", error=str(e))
 

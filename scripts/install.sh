@@ -4,11 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 # The os_interaction sandbox runs its tasks on the system's own tools: /usr/bin/python3 (its
-# executor and AgentBench's check scripts), useradd/groupadd (passwd) and ps (procps).
+# executor and AgentBench's check scripts), useradd/groupadd (passwd), ps (procps), and sudo and
+# runuser, which AgentBench's tasks call.
 missing=()
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v useradd >/dev/null || missing+=(passwd)
 command -v ps >/dev/null || missing+=(procps)
+command -v sudo >/dev/null || missing+=(sudo)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -8,11 +8,17 @@ instruction), and only killing the process stops it. The process also gets hard 
 in-process database cannot have: an address-space limit (RLIMIT_AS) and no file writes at all
 (RLIMIT_FSIZE 0), so whatever SQL the agent writes, the trainer's memory and the disk are safe.
 
-Requests and what each answers:
-  {"op": "load", "table", "columns": [[name, type]], "rows", "collation"}   a fresh database
-  {"op": "exec", "sql", "timeout_s", "max_chars"}  {"text", "error", "wrote"}: the result as
-        AgentBench shows it (``str(rows)``, or the error text), cut at max_chars
-  {"op": "state"}                      {"sha", "md5"} of the task table (null when it is gone)
+Requests (one JSON line each) and what each answers (one JSON line, then ``snapshot`` raw bytes
+where the answer says so):
+  {"op": "load", "table", "columns": [[name, type]], "rows", "collation"}   a fresh database;
+        answers {"ok", "snapshot": n}
+  {"op": "restore", "table", "collation", "size": n} + n raw bytes    the database a snapshot holds
+  {"op": "exec", "sql", "timeout_s", "max_chars"}  {"text", "error", "wrote", "snapshot"}: the
+        result as AgentBench shows it (``str(rows)``, or the error text), cut at max_chars; after a
+        statement that may have written, the database follows as a snapshot (the client keeps it
+        to restore from if this process has to be killed)
+  {"op": "state", "timeout_s"}           {"sha", "md5"} of the task table (null when it is gone or
+        is not a table), or {"error"} when reading it failed or ran out of time
   {"op": "reference", "sql", "timeout_s"}  the same two digests after running sql on a copy, or
         {"error"}
 """
@@ -27,8 +33,8 @@ import time
 import unicodedata
 
 PAGE_SIZE = 4096
-# Only these actions leave the database as it was; a statement that needs any other one is
-# journaled by the client, which replays it if this process has to be killed and restarted.
+# Only these actions leave the database as it was; after a statement that needs any other one the
+# client gets a snapshot, to restore from if this process has to be killed and restarted.
 _READ_ONLY = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_PRAGMA,
               sqlite3.SQLITE_RECURSIVE}
 _READ_ONLY_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "foreign_key_list"}
@@ -101,17 +107,42 @@ class Session:
         self.conn.execute(f"CREATE TABLE {quote(self.table)} ({cols})")
         marks = ", ".join("?" for _ in req["columns"])
         self.conn.executemany(f"INSERT INTO {quote(self.table)} VALUES ({marks})", req["rows"])
+        return {"ok": True}, self.serialize()
+
+    def serialize(self):
+        """The database as bytes. SQLite reads it with PRAGMAs the agent's authorizer refuses."""
+        self.conn.set_authorizer(None)
+        try:
+            return self.conn.serialize()
+        finally:
+            self.conn.set_authorizer(self.authorize)
+
+    def restore(self, req, data):
+        """The database a snapshot holds, with this session's caps set again (they belong to the
+        connection's pager, which deserializing replaces)."""
+        if self.conn is not None:
+            self.conn.close()
+        self.conn, self.table = self.connect(), req["table"]
+        self.conn.set_authorizer(None)
+        self.conn.deserialize(data)
+        pages = max(16, (self.limits["db_mb"] << 20) // PAGE_SIZE)
+        self.conn.execute(f"PRAGMA max_page_count = {pages}")
+        self.conn.set_authorizer(self.authorize)
         return {"ok": True}
 
     def run(self, conn, sql, timeout_s):
+        """Execute with the time budget armed; it stays armed while rows are fetched."""
         self.deadline, self.wrote = time.monotonic() + timeout_s, False
-        try:
-            return conn.execute(sql)
-        finally:
-            self.deadline = float("inf")
+        return conn.execute(sql)
 
     def exec(self, req):
         limit = req["max_chars"]
+        try:
+            return self._exec(req, limit)
+        finally:
+            self.deadline = float("inf")
+
+    def _exec(self, req, limit):
         try:
             cur = self.run(self.conn, req["sql"], req["timeout_s"])
             text = "[]"
@@ -126,14 +157,24 @@ class Session:
             return {"text": cut(text, limit), "error": False, "wrote": self.wrote}
         except (sqlite3.Error, OverflowError, ValueError, MemoryError) as e:
             msg = f"query interrupted: exceeded {req['timeout_s']:g} s" if "interrupted" in str(e) else str(e)
-            return {"text": cut(f"Error: {msg}", limit), "error": True, "wrote": False}
+            # A failed statement may still have written (a multi-row INSERT stopped half way).
+            return {"text": cut(f"Error: {msg}", limit), "error": True, "wrote": self.wrote}
 
-    def state(self, conn=None):
+    def state(self, conn=None, timeout_s=None):
+        """Digests of the task table. Only a table counts: a view under its name (which may not
+        even finish) is not the table the task asked to change."""
         conn = conn or self.conn
         try:
-            rows = conn.execute(f"SELECT * FROM main.{quote(self.table)}").fetchall()  # a TEMP table cannot shadow it
-        except sqlite3.Error:
-            return {"sha": None, "md5": None}  # the agent dropped or renamed the table
+            kind = conn.execute("SELECT type FROM main.sqlite_master WHERE name = ?", (self.table,)).fetchone()
+            if kind is None or kind[0] != "table":
+                return {"sha": None, "md5": None}  # the agent dropped, renamed or replaced the table
+            cur = self.run(conn, f"SELECT * FROM main.{quote(self.table)}", timeout_s) if timeout_s else \
+                conn.execute(f"SELECT * FROM main.{quote(self.table)}")  # main: a TEMP table cannot shadow it
+            rows = cur.fetchall()
+        except (sqlite3.Error, OverflowError, ValueError, MemoryError) as e:
+            return {"error": f"the table could not be read: {e}"}
+        finally:
+            self.deadline = float("inf")
         return {"sha": canonical_sha(rows), "md5": mysql_md5(rows)}
 
     def reference(self, req):
@@ -141,10 +182,12 @@ class Session:
         try:
             self.conn.backup(copy)
             self.run(copy, req["sql"], req["timeout_s"]).fetchall()
+            self.deadline = float("inf")
             return self.state(copy)
         except (sqlite3.Error, OverflowError, ValueError, MemoryError) as e:
             return {"error": str(e)}
         finally:
+            self.deadline = float("inf")
             copy.close()
 
 
@@ -188,19 +231,25 @@ def main():
     limits = json.loads(sys.argv[1])
     limit_self(limits)
     session = Session(limits)
-    out = sys.stdout
-    for line in sys.stdin:
+    stdin, out = sys.stdin.buffer, sys.stdout.buffer
+    while line := stdin.readline():
         req = json.loads(line)
-        op = req["op"]
+        op, snapshot = req["op"], None
         if op == "load":
-            res = session.load(req)
+            res, snapshot = session.load(req)
+        elif op == "restore":
+            res = session.restore(req, stdin.read(req["size"]))
         elif op == "exec":
             res = session.exec(req)
+            if res["wrote"]:
+                snapshot = session.serialize()
         elif op == "state":
-            res = session.state()
+            res = session.state(timeout_s=req.get("timeout_s"))
         else:
             res = session.reference(req)
-        out.write(json.dumps(res) + "\n")
+        if snapshot is not None:
+            res["snapshot"] = len(snapshot)
+        out.write(json.dumps(res).encode() + b"\n" + (snapshot or b""))
         out.flush()
 
 

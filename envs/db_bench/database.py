@@ -3,17 +3,21 @@
 Containment (``_worker.py`` has the why): the database lives in a separate process with an
 address-space cap and no right to write files; ATTACH/DETACH, extension loading and PRAGMA writes
 are refused; pages (main and TEMP, both in memory) are capped; a progress handler interrupts slow
-statements, and a statement that does not yield to it is stopped by killing the worker. The
-database is then rebuilt from the task and the statements that changed it (the journal), so the
-episode goes on as if only the slow statement had failed.
+statements, and a statement that does not yield to it is stopped by killing the worker. A new
+worker then restores the database from the snapshot taken after the last statement that wrote
+(never by replaying statements, whose effects can depend on state a replay does not have), so the
+episode goes on as if only the slow statement had failed. Snapshots past 1 MiB wait on disk, not
+in the trainer's memory.
 """
 
 from __future__ import annotations
 
 import json
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +26,7 @@ GRACE_S = 1.0  # past the budget the progress handler had its chance: the worker
 
 
 class DatabaseError(RuntimeError):
-    """The worker could not be (re)started or rebuilt: the episode ends as env_error."""
+    """The worker could not be (re)started or restored: the episode ends as env_error."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +54,14 @@ class Database:
         self.timeout_s, self.limits = timeout_s, limits
         self.proc: subprocess.Popen | None = None
         self.table: Table | None = None
-        self.journal: list[str] = []  # statements that changed the database, in order
+        self.snapshot = None  # the database after the last statement that wrote (a spooled file)
 
     # ---- episode --------------------------------------------------------------------------
     def load(self, table: Table) -> None:
-        self.table, self.journal = table, []
-        self._rebuild()
+        self.table = table
+        self._start()
+        self._checked({"op": "load", "table": table.name, "columns": table.columns, "rows": table.rows,
+                       "collation": table.collation}, 30.0)
 
     def execute(self, sql: str, max_chars: int) -> str:
         """The statement's result or error text as the agent sees it (cut at max_chars)."""
@@ -63,16 +69,18 @@ class Database:
             res = self._call({"op": "exec", "sql": sql, "timeout_s": self.timeout_s, "max_chars": max_chars},
                              self.timeout_s + GRACE_S)
         except _Stopped:
-            self._rebuild()  # raises DatabaseError if the journal does not replay
+            self._restore()
             return f"Error: query interrupted: exceeded {self.timeout_s:g} s"
-        if res["wrote"] and not res["error"]:
-            self.journal.append(sql)
         return res["text"]
 
     def state(self) -> dict:
-        """{"sha": digest of every row, "md5": AgentBench's MySQL digest}; None values when the
-        task table is gone."""
-        return self._checked({"op": "state"}, self.timeout_s)
+        """{"sha": digest of every row, "md5": AgentBench's MySQL digest} (None values when the task
+        table is gone or is no longer a table), or {"error"} when the table could not be read in
+        time: a fact about what the agent left, not a failure of the environment."""
+        try:
+            return self._call({"op": "state", "timeout_s": self.timeout_s}, self.timeout_s + GRACE_S)
+        except _Stopped as e:
+            return {"error": f"reading the table did not finish ({e})"}
 
     def reference(self, sql: str) -> dict:
         """``state()`` of a copy after running sql on it, or {"error": ...}."""
@@ -88,6 +96,9 @@ class Database:
                 self.proc.wait()
             self.proc.stdout.close()
             self.proc = None
+        if self.snapshot is not None:
+            self.snapshot.close()
+            self.snapshot = None
 
     def __del__(self):
         try:
@@ -96,38 +107,47 @@ class Database:
             pass
 
     # ---- worker ---------------------------------------------------------------------------
-    def _rebuild(self) -> None:
-        """The task's table in a fresh database, and the journal replayed on it; a worker is
-        started when none runs (first use, or after one was killed)."""
+    def _start(self) -> None:
+        """A worker, started when none runs (first use, or after one was killed)."""
         if self.proc is None or self.proc.poll() is not None:
             self._kill()
             argv = [sys.executable, "-I", "-S", str(WORKER), json.dumps(asdict(self.limits))]
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.DEVNULL, close_fds=True)
-        t = self.table
-        self._checked({"op": "load", "table": t.name, "columns": t.columns, "rows": t.rows, "collation": t.collation},
-                      30.0)
-        for sql in self.journal:
-            res = self._checked({"op": "exec", "sql": sql, "timeout_s": self.timeout_s, "max_chars": 0},
-                                self.timeout_s + GRACE_S)
-            if res["error"]:
-                raise DatabaseError(f"could not rebuild the database after a stopped query: {res['text']}")
 
-    def _checked(self, request: dict, timeout: float) -> dict:
+    def _restore(self) -> None:
+        """A new worker holding the database as the last snapshot has it."""
+        self._start()
+        size = self.snapshot.seek(0, 2)
+        self.snapshot.seek(0)
+        try:
+            self.proc.stdin.write((json.dumps({"op": "restore", "table": self.table.name, "size": size,
+                                               "collation": self.table.collation}) + "\n").encode())
+            shutil.copyfileobj(self.snapshot, self.proc.stdin)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._kill()
+            raise DatabaseError("the database worker exited while its database was restored") from None
+        self._checked(None, 30.0)
+
+    def _checked(self, request: dict | None, timeout: float) -> dict:
         try:
             return self._call(request, timeout)
         except _Stopped as e:
             raise DatabaseError(f"the database worker stopped: {e}") from None
 
-    def _call(self, request: dict, timeout: float) -> dict:
+    def _call(self, request: dict | None, timeout: float) -> dict:
+        """Send ``request`` (None: it was sent already) and read the answer, and the snapshot that
+        follows it when there is one."""
         if self.proc is None or self.proc.poll() is not None:
             raise _Stopped("not running")
-        try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            self._kill()
-            raise _Stopped("exited") from None
+        if request is not None:
+            try:
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self._kill()
+                raise _Stopped("exited") from None
         if not select.select([self.proc.stdout], [], [], timeout)[0]:
             self._kill()
             raise _Stopped(f"no answer within {timeout:g} s")
@@ -135,7 +155,25 @@ class Database:
         if not line:
             self._kill()
             raise _Stopped("exited (out of memory?)")
-        return json.loads(line)
+        res = json.loads(line)
+        if "snapshot" in res:
+            self._keep_snapshot(res.pop("snapshot"))
+        return res
+
+    def _keep_snapshot(self, size: int) -> None:
+        snapshot = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+        left = size
+        while left:
+            chunk = self.proc.stdout.read(min(left, 1 << 20))
+            if not chunk:
+                snapshot.close()
+                self._kill()
+                raise _Stopped("exited while sending a snapshot")
+            snapshot.write(chunk)
+            left -= len(chunk)
+        if self.snapshot is not None:
+            self.snapshot.close()
+        self.snapshot = snapshot
 
     def _kill(self) -> None:
         if self.proc is not None:

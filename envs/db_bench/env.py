@@ -20,8 +20,9 @@ Episode end:
     nor an answer ("invalid_action"); truncated when the agent asks for a statement after
     ``max_rounds`` of them ("task_limit_reached"). A modification is judged by the table however
     the episode ended, as AgentBench does: a modified table that matches makes the episode
-    "correct" even without an answer. A task that cannot be judged, or a database that fails, ends
-    "env_error" (``info["error"]``). ``info`` also carries task_type, skills, rounds, source,
+    "correct" even without an answer; a table the agent left unreadable does not match
+    (``info["judge_error"]``). A task that cannot be judged, or a database worker that cannot be
+    started or restored, ends "env_error" (``info["error"]``): nothing the agent sends does. ``info`` also carries task_type, skills, rounds, source,
     task_index and ``reference`` (how the task is judged; ``judge.py``).
 Arguments:
     source: "generator" (default; seeded single-skill tasks), "agentbench" (dbbench JSONL) or
@@ -57,20 +58,21 @@ class DBBenchEnv(TaskEnv):
             raise ValueError(f"answer_rule={answer_rule!r}: expected one of {', '.join(ANSWER_RULES)}")
         super().__init__()
         self.source, self.skills = source, tuple(skills or ())
-        self.tasks: list[Task] = _LOADERS[source](path) if source != "generator" else []
+        self._use_tasks(_LOADERS[source](path) if source != "generator" else [], path)
         self.max_rounds, self.max_chars, self.answer_rule = max_rounds, max_observation_chars, answer_rule
         self.prompt_format = prompt_format
         self.db = Database(query_timeout_s, DBLimits(**(limits or {})))
         self.task: Task | None = None
         self.reference: Reference | None = None
         self.operations = 0  # statements run in this episode
+        self.judge_error: str | None = None  # why the final table could not be read
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.task_index = self._pick(options or {})
         self.task = self.tasks[self.task_index] if self.tasks else generator.generate(int(self.np_random.integers(2**31)), self.skills or None)
         self.rounds = self.operations = 0
-        self.setup_error, self.reference = None, None
+        self.setup_error, self.reference, self.judge_error = None, None, None
         try:
             t = self.task
             self.db.load(Table(t.table_name, t.columns, t.rows, collation=t.mysql_text))
@@ -107,18 +109,24 @@ class DBBenchEnv(TaskEnv):
         return self._end("Answer received.", "correct" if ok else "incorrect")
 
     def _settle(self, outcome: str) -> str:
-        """A modification counts when the final table matches, however the episode ended."""
-        if self.task.kind != "modify" or self.db.proc is None:
+        """A modification counts when the final table matches, however the episode ended. A table
+        the agent made unreadable (a view that never ends under its name) does not match: that is
+        the agent's failure, never the environment's."""
+        if self.task.kind != "modify":
             return outcome
-        try:
-            return "correct" if self.reference.matches(self.db.state()) else outcome
-        except DatabaseError as e:
-            raise EnvFailure(str(e)) from None
+        state = self.db.state()
+        if "error" in state:
+            self.judge_error = state["error"]
+            return outcome
+        return "correct" if self.reference.matches(state) else outcome
 
     def _info(self) -> dict:
-        return {"task_type": self.task.task_type, "skills": list(self.task.skills), "rounds": self.rounds,
+        info = {"task_type": self.task.task_type, "skills": list(self.task.skills), "rounds": self.rounds,
                 "source": self.task.source, "task_index": self.task_index,
                 "reference": self.reference.note if self.reference else "unavailable"}
+        if self.judge_error:
+            info["judge_error"] = self.judge_error
+        return info
 
     def _release(self) -> None:
         pass  # the worker is reused: the next reset loads a fresh database into it

@@ -35,9 +35,12 @@ def repair_sql(sql: str, task: Task) -> str:
     names = sorted((c for c, _ in task.columns if not re.fullmatch(r"\w+", c)), key=len, reverse=True)
     for i in range(0, len(parts), 2):
         text = _KEYWORDS.sub(r" \1", parts[i])
+        # Replacements are functions: a name from the data ("Oblast\\Age") is text, never a template.
         for name in names:
-            text = re.sub(rf"(?<![\"`\[\w]){re.escape(name)}(?![\"`\]\w])", quote_ident(name), text)
-        parts[i] = re.sub(r"\bFROM\s+table\b", f"FROM {quote_ident(task.table_name)}", text)
+            quoted = quote_ident(name)
+            text = re.sub(rf"(?<![\"`\[\w]){re.escape(name)}(?![\"`\]\w])", lambda _m, q=quoted: q, text)
+        table = f"FROM {quote_ident(task.table_name)}"
+        parts[i] = re.sub(r"\bFROM\s+table\b", lambda _m: table, text)
     return "".join(parts)
 
 

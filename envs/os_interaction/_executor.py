@@ -2,28 +2,43 @@
 
 Standard library only: it runs on the sandbox's own /usr/bin/python3, with ``-I -S``.
 
-Three domains, so that nothing the agent does reaches the judge or the channel to the trainer:
-  setup  the executor's own namespaces: the task's init scripts run here, before the agent exists.
-         What they leave is the *baseline*.
-  agent  created by ``seal``: a nested user namespace and pid namespace, and a root that is an
-         overlay over the baseline (the agent's writes land in a layer of their own). The agent
-         cannot see the executor or the judge (other pid namespace, no way back to their /proc),
-         has no capability over them (child user namespace), and the executor is not dumpable,
-         so its file descriptors cannot be opened through /proc even by a process that could see it.
-  judge  one process per check script, in a user namespace of its own, on a root put together for
-         it: the agent's files as data, but the system trees (/usr, /bin, /lib...) are the baseline
-         with the agent's *new* files beneath it (an agent's /usr/local/bin/calc is found, its
-         replacement of /usr/bin/python3 is not), /etc is a snapshot of the agent's /etc with the
-         dynamic loader's and interpreters' configuration taken from the baseline, interpreters
-         run by absolute path with system directories first on PATH, Python without site or
-         bytecode caches. It sees the agent's processes; the agent cannot see it.
+Where things run, so that nothing the agent does reaches the judge, the expected answers or the
+channel to the trainer:
+  setup     the executor's own namespaces: the task's init scripts run here, before the agent
+            exists. What they leave is the *baseline*; the launcher's overlay layers, which hold
+            what they changed, are readable at SETUP_LAYERS.
+  agent     created by ``seal``: a nested user namespace, a pid namespace and a root that is an
+            overlay over the baseline (the agent's writes land in a layer of their own). The agent
+            cannot see the executor (parent pid namespace), has no capability over it, and the
+            executor is not dumpable.
+  pristine  the task as the agent received it: the baseline plus what the start program had
+            written when ``snapshot`` copied it, under a throwaway layer. The task's example (its
+            expected answer) runs here at reset, and checks that read the agent's *answer* run
+            here when judging, so deleting or rewriting the data a question is about changes no
+            expected value.
+  judge     the agent's effect, for checks that test what the agent did: its files as data, but
+            in the system trees (/usr, /bin, /lib...) only the changes that do not decide which
+            code runs: a program under a new name (the "calc" a task asks for), new data,
+            permissions and owners, new content of files the task's setup made. The system's
+            programs, libraries and interpreters stay the baseline's; a program the agent adds
+            under a system program's name is not seen. /etc is a copy of the agent's with the
+            dynamic loader's, alternatives' and interpreters' configuration from the baseline.
+Examples and checks run in the agent's pid namespace (they see the processes the agent sees, not
+the executor's). Before judging, ``freeze`` stops every process of the agent (in its namespace and
+in namespaces below it), so nothing of the agent runs while its work is judged; stopped
+processes still show in ``ps``, so a task to stop a process is judged as the agent left it.
 
 Requests (one JSON object per line, each with an ``id``) and what each answers:
-  {"op": "run", "lang", "code", "args", "timeout"}   a fresh ``bash -c code -- args`` or
-        ``python3 -c code args``: in the setup domain before ``seal``, in the judge domain after
-  {"op": "seal"}                                     build the agent domain
+  {"op": "run", "lang", "code", "args", "timeout", "view", "shell"}   AgentBench's independent
+        execution (``bash -c code -- args``, ``python3 -c code args``; C and C++ compiled):
+        before ``seal`` in the setup domain, after it in ``view`` "pristine" or "judge".
+        ``shell``: run bash code the way the agent's shell runs a command (examples), so that
+        what it sees of processes and the environment is what the agent sees.
+  {"op": "seal"}                     build the agent domain
   {"op": "shell", "cmd", "timeout"}  run ``cmd`` in the agent's persistent shell (cd and
         variables persist)
+  {"op": "snapshot", "close_shell"}  copy what the agent's layers hold now (the pristine task)
+  {"op": "freeze"}                   stop every process of the agent
 Every answer is framed as ``<id> <length>\\n<json>``: the client reads exactly that much and no
 more, and drops the sandbox on anything else.
 
@@ -32,10 +47,12 @@ so one ``waitpid(-1)`` loop must reap every child; subprocess would race it.
 """
 
 import ctypes
+import fcntl
+import itertools
 import json
 import os
+import re
 import resource
-import secrets
 import select
 import shutil
 import signal
@@ -47,6 +64,9 @@ CONFIG = json.loads(sys.argv[1])
 HOME = CONFIG["home"]
 ISOLATED = CONFIG.get("isolated", False)  # False: unsafe mode, directly on the host
 CODE_TREES = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Under these (relative to a code tree) every file is code: shared objects, interpreter modules
+# and their start-up files (a .pth in dist-packages runs at every Python start).
+LIB_DIRS = re.compile(r"^(lib|lib32|lib64|libx32|libexec|local/lib|local/libexec|share/perl|share/python)[^/]*(/|$)")
 # In /etc, what decides which code a program runs: the dynamic loader's configuration (a preload
 # file or cache could load the agent's library into every check), alternatives symlinks, name
 # service modules, interpreters' site configuration and shell start-up files.
@@ -54,24 +74,29 @@ ETC_PINNED = ("ld.so.preload", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alt
               "bash.bashrc", "profile", "profile.d", "environment", "perl", "gconv")
 ETC_PINNED_PREFIXES = ("python",)
 STATE = "/run/lorarl"  # the executor's working area in the setup root (hidden from the agent)
-AGENT_CODE = ".lorarl-agent"  # in the judge's root: the agent's /usr (and /bin...), read-only
-_SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-# The baseline's programs first, so an agent's python3 or grep never stands in for the system's;
-# then the agent's own programs (a "calc" it installed), found only where the system has none.
-JUDGE_PATH = ":".join([*_SYSTEM_PATH[2:], *_SYSTEM_PATH[:2], *(f"/{AGENT_CODE}{d}" for d in _SYSTEM_PATH)])
+SETUP_LAYERS = f"{STATE}/setup"  # the launcher's overlay layers: <tree>/upper is what init changed
+HOST = f"{STATE}/host"  # the host's code trees, read-only: the system as it was before the task's init
+AGENT = f"{STATE}/agent"  # a tmpfs: the agent's layers, the pristine copy and the judge's layers
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # Every Python a check starts: no script or working directory on sys.path (an agent's json.py in
 # /root would shadow the standard library), no user site (~/.local/...pth runs code), no .pyc writes.
-JUDGE_ENV = {"PATH": JUDGE_PATH, "PYTHONSAFEPATH": "1", "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+JUDGE_ENV = {"PATH": ":".join(SYSTEM_PATH), "PYTHONSAFEPATH": "1", "PYTHONNOUSERSITE": "1",
+             "PYTHONDONTWRITEBYTECODE": "1"}
 JUDGE_PYTHON = ["/usr/bin/python3", "-I"]
-# The shell reads NUL-terminated (nonce, command) pairs from fd 3 and runs each with stdin on
-# /dev/null, so a command that reads stdin cannot swallow the next request.
+# The shell reads NUL-terminated commands from fd 3 and runs each with stdin on /dev/null (a
+# command that reads stdin cannot swallow the next one) and without fds 3 and 4, then writes its
+# status to fd 4. Nothing in this exchange is secret: a command that writes to fd 4 itself (a
+# builtin can reach bash's saved copy) only ends its own wait early, and a stale status is
+# drained before the next command is sent.
 SHELL_LOOP = r"""
 cd "$HOME"
-while IFS= read -r -d '' -u 3 __lorarl_nonce && IFS= read -r -d '' -u 3 __lorarl_cmd; do
-  eval "$__lorarl_cmd" </dev/null
-  builtin printf '\n\036%s %d\n' "$__lorarl_nonce" "$?"
+while IFS= read -r -d '' -u 3 __lorarl_cmd; do
+  eval "$__lorarl_cmd" </dev/null 3<&- 4>&-
+  builtin printf '%s\n' "$?" >&4
 done
 """
+SHELL_ARGV = ["bash", "--noprofile", "--norc", "-c", SHELL_LOOP]
+BUILD_BUDGET_S = 30.0  # building the judge's layers; an agent that makes it take longer fails its check
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
@@ -79,6 +104,10 @@ MS_REMOUNT, MNT_DETACH, PR_SET_DUMPABLE = 32, 2, 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 libc = ctypes.CDLL(None, use_errno=True)
 status = {}  # pid -> exit code (negative: killed by that signal), filled by reap()
+
+
+class JudgeError(Exception):
+    """A view could not be built or a script could not start: the check fails, with this reason."""
 
 
 # ---- system calls ---------------------------------------------------------------------------
@@ -110,6 +139,19 @@ def pivot_into(new_root):
     os.chdir("/")
 
 
+def overlay(lowers, target, layers=None):
+    """An overlay of ``lowers`` (top first) at target: read-only without ``layers``, else with its
+    upper and work directories under ``layers``."""
+    os.makedirs(target, exist_ok=True)
+    if layers is None:
+        mount("overlay", target, "overlay", MS_RDONLY, f"lowerdir={':'.join(lowers)},userxattr")
+        return
+    os.makedirs(f"{layers}/upper")
+    os.makedirs(f"{layers}/work")
+    mount("overlay", target, "overlay", 0,
+          f"lowerdir={':'.join(lowers)},upperdir={layers}/upper,workdir={layers}/work,userxattr")
+
+
 # ---- processes ------------------------------------------------------------------------------
 
 def reap():
@@ -132,6 +174,16 @@ def limit_self():
         resource.setrlimit(res, (value, value))
 
 
+def oom_score(value):
+    """The launcher makes the executor the last process the OOM killer picks; the processes it
+    starts give that up (raising the score needs no privilege)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError:
+        pass
+
+
 def fork():
     """os.fork(); when the process cap is reached (a fork bomb), kill the agent's processes first,
     so the env's own requests (the judge above all) still run."""
@@ -144,8 +196,9 @@ def fork():
     return os.fork()
 
 
-def child_setup(out_fd, err_fd=None, extra_fd=None, cwd=None):
-    """In a forked child: own session, default signals, stdio on the given pipes, limits."""
+def child_setup(out_fd, err_fd=None, fds=None, cwd=None):
+    """In a forked child: own session, default signals, stdio on the given pipes (and ``fds``:
+    {target fd: fd}), limits."""
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
@@ -153,9 +206,11 @@ def child_setup(out_fd, err_fd=None, extra_fd=None, cwd=None):
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd if err_fd is None else err_fd, 2)
-    if extra_fd is not None:
-        os.dup2(extra_fd, 3)
-    os.closerange(4 if extra_fd is not None else 3, 1 << 16)
+    fds = fds or {}
+    staged = {target: fcntl.fcntl(fd, fcntl.F_DUPFD, 256) for target, fd in fds.items()}  # above every target
+    for target, fd in staged.items():
+        os.dup2(fd, target)
+    os.closerange(3 + len(fds), 1 << 16)
     try:
         os.chdir(cwd or HOME)
     except OSError:
@@ -163,11 +218,11 @@ def child_setup(out_fd, err_fd=None, extra_fd=None, cwd=None):
     limit_self()
 
 
-def kill_pids(pids):
+def kill_pids(pids, sig=signal.SIGKILL):
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
             pass
 
 
@@ -182,26 +237,45 @@ def kill_group(pgid):
         reap()
 
 
-def read_until(fd, deadline, done, max_bytes, pid):
-    """Collect output until ``done(buf)`` or until ``pid`` exited and its pipe is quiet."""
-    buf = bytearray()
+def proc_stat(pid):
+    """(state letter, session id) of a process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def read_until(fds, deadline, max_bytes, pid):
+    """Collect ``fds[0]`` (output) until ``fds[1]`` (a status pipe, optional) gives a line, or
+    until ``pid`` exited and the output pipe is quiet. -> (output, status line or None, why)."""
+    buf, line = bytearray(), bytearray()
+    out_fd, status_fd = fds[0], (fds[1] if len(fds) > 1 else None)
+    watch = [fd for fd in (out_fd, status_fd) if fd is not None]
     while True:
         reap()
         left = deadline - time.monotonic()
         if left <= 0:
-            return buf, "timeout"
-        ready, _, _ = select.select([fd], [], [], min(left, 0.05))
-        if ready:
-            chunk = os.read(fd, 65536)
+            return buf, None, "timeout"
+        ready, _, _ = select.select(watch, [], [], min(left, 0.05))
+        if status_fd in ready:
+            chunk = os.read(status_fd, 256)
+            if chunk:
+                line += chunk
+                if b"\n" in line:
+                    return drain(out_fd, buf, max_bytes), bytes(line.split(b"\n", 1)[0]), "done"
+            else:
+                watch.remove(status_fd)
+        if out_fd in ready:
+            chunk = os.read(out_fd, 65536)
             if chunk:
                 buf += chunk
-                if done(buf):
-                    return buf, "done"
                 if len(buf) > max_bytes:
-                    return buf, "limit"
+                    return buf, None, "limit"
                 continue
         if pid in status:  # exited; a background child may still hold the pipe, so do not wait for EOF
-            return buf, "exited"
+            return drain(out_fd, buf, max_bytes), None, "exited"
 
 
 def drain(fd, buf, max_bytes):
@@ -213,7 +287,15 @@ def drain(fd, buf, max_bytes):
     return buf
 
 
-# ---- the agent and judge domains ----------------------------------------------------------------
+def exit_code(line):
+    """The shell's status line; whatever else a command forged there reads as no code."""
+    try:
+        return int(line.strip()) if line is not None and len(line) < 16 else None
+    except ValueError:
+        return None
+
+
+# ---- the agent domain ---------------------------------------------------------------------------
 
 def id_map(kind):
     """Map the child namespace's ids onto ours one to one (0 -> 0, as many as we have)."""
@@ -245,26 +327,29 @@ def handshake_parent(pid, from_child, to_child):
 
 
 class Domains:
-    """The agent's namespaces (after ``seal``) and how to start processes in each domain."""
+    """The agent's namespaces (after ``seal``) and the processes that belong to the agent."""
 
     def __init__(self):
         self.sealed = False
         self.init_pid = None  # the agent pid namespace's init, as seen from here
         self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY) if ISOLATED else None
         self.agent_ns = {}
+        self.trees = []  # the system trees that are real directories here (not /bin -> usr/bin links)
+        self.helpers = set()  # sessions of the examples and checks running in the agent's pid namespace
+        self.judge_built = False
 
     def seal(self):
         if not ISOLATED:
             self.sealed = True
             return
-        layers, merged = f"{STATE}/agent", f"{STATE}/agent/merged"
-        os.makedirs(layers, exist_ok=True)
-        mount("tmpfs", layers, "tmpfs", MS_NOSUID, f"size={CONFIG['limits']['disk_mb']}m,mode=700")
+        merged = f"{AGENT}/merged"
+        os.makedirs(AGENT, exist_ok=True)
+        mount("tmpfs", AGENT, "tmpfs", MS_NOSUID, f"size={CONFIG['limits']['disk_mb']}m,mode=700")
         self.trees = [t for t in CONFIG["trees"] if os.path.isdir(f"/{t}") and not os.path.islink(f"/{t}")]
-        self._overlay("/", "root", merged)
-        for tree in self.trees:
-            self._overlay(f"/{tree}", tree, f"{merged}/{tree}")
-        mask_hidden(merged, "/", f"{layers}/masks")  # an overlay's lower layer shows what masks cover
+        for name in ["root", *self.trees]:
+            base, target = ("/", merged) if name == "root" else (f"/{name}", f"{merged}/{name}")
+            overlay([base], target, f"{AGENT}/{name}")
+        mask_hidden(merged, f"{AGENT}/masks")  # an overlay's lower layer shows what masks cover
         mount("/dev", f"{merged}/dev", None, MS_BIND | MS_REC)
         if os.path.ismount("/sys"):
             mount("/sys", f"{merged}/sys", None, MS_BIND | MS_REC)
@@ -286,46 +371,55 @@ class Domains:
             raise OSError("the agent's namespaces could not be set up")
         self.init_pid = pid
         self.agent_ns = {k: os.open(f"/proc/{pid}/ns/{k}", os.O_RDONLY) for k in ("pid", "user", "mnt")}
-        self.agent_pid_ns_ino = os.fstat(self.agent_ns["pid"]).st_ino
         self.sealed = True
 
-    def _overlay(self, lower, name, target):
-        upper, work = f"{STATE}/agent/{name}/upper", f"{STATE}/agent/{name}/work"
-        os.makedirs(upper)
-        os.makedirs(work)
-        os.makedirs(target, exist_ok=True)
-        mount("overlay", target, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work},userxattr")
-
-    def spawn_agent(self, argv, out_fd, extra_fd):
-        """fork + exec in the agent's namespaces (or directly, before seal / in unsafe mode)."""
+    def fork_in_agent_pid_ns(self):
+        """fork(): the child is a process of the agent's pid namespace (after seal)."""
         if not (ISOLATED and self.sealed):
-            return spawn(argv, out_fd, extra_fd=extra_fd)
+            return fork()
         setns(self.agent_ns["pid"], CLONE_NEWPID)
+        pid = -1
         try:
             pid = fork()
-            if pid == 0:
-                try:
-                    setns(self.agent_ns["mnt"], CLONE_NEWNS)
-                    setns(self.agent_ns["user"], CLONE_NEWUSER)
-                    child_setup(out_fd, extra_fd=extra_fd)
-                    os.execvpe(argv[0], argv, os.environ)
-                finally:
-                    os._exit(127)
         finally:
-            setns(self.own_pid_ns, CLONE_NEWPID)
+            if pid != 0:  # the child stays: its own children belong to the agent's namespace too
+                setns(self.own_pid_ns, CLONE_NEWPID)
+        return pid
+
+    def spawn_agent(self, argv, out_fd, fds):
+        """fork + exec in the agent's namespaces (or directly, before seal / in unsafe mode)."""
+        if not (ISOLATED and self.sealed):
+            return spawn(argv, out_fd, fds=fds)
+        pid = self.fork_in_agent_pid_ns()
+        if pid == 0:
+            try:
+                setns(self.agent_ns["mnt"], CLONE_NEWNS)
+                setns(self.agent_ns["user"], CLONE_NEWUSER)
+                oom_score(1000)
+                child_setup(out_fd, fds=fds)
+                os.execvpe(argv[0], argv, os.environ)
+            finally:
+                os._exit(127)
         return pid
 
     def agent_pids(self):
+        """Every process in the agent's pid namespace or in one below it (an agent can unshare its
+        own), but its init and our examples and checks: from here those have two or more pids."""
         if not self.agent_ns:
             return []
         pids = []
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != self.init_pid:
-                try:
-                    if os.stat(f"/proc/{name}/ns/pid").st_ino == self.agent_pid_ns_ino:
-                        pids.append(int(name))
-                except OSError:
-                    pass
+            if not name.isdigit() or int(name) == self.init_pid:
+                continue
+            try:
+                with open(f"/proc/{name}/status") as f:
+                    nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+            except OSError:
+                continue
+            if len(nspid) >= 2:
+                st = proc_stat(name)
+                if st and st[1] not in self.helpers:
+                    pids.append(int(name))
         return pids
 
     def kill_agent(self):
@@ -337,6 +431,19 @@ class Domains:
             kill_pids(pids)
             time.sleep(0.005)
             reap()
+
+    def freeze(self):
+        """SIGSTOP every process of the agent until none runs (new ones may appear while we go)."""
+        if not ISOLATED:
+            SHELL.close()  # unsafe mode: the agent's processes are the shell's group
+            return
+        for _ in range(400):
+            running = [pid for pid in self.agent_pids() if (proc_stat(pid) or ("X",))[0] not in "TtZX"]
+            if not running:
+                return
+            kill_pids(running, signal.SIGSTOP)
+            time.sleep(0.002)
+        self.kill_agent()  # still running after that (uninterruptible, or a race): no longer an agent
 
 
 def agent_init(merged, to_parent, from_parent):
@@ -364,7 +471,7 @@ def agent_init(merged, to_parent, from_parent):
             time.sleep(1.0)
 
 
-def mask_hidden(root, prefix, scratch):
+def mask_hidden(root, scratch, prefix="/"):
     """Cover each hidden host path under ``prefix`` (as seen at ``root``) with an empty directory
     made in ``scratch``, as the launcher did in the baseline (the home directory, the repository,
     /var/tmp...)."""
@@ -377,52 +484,216 @@ def mask_hidden(root, prefix, scratch):
             mount(empty, target, None, MS_BIND)
 
 
-def spawn(argv, out_fd, err_fd=None, extra_fd=None):
+def spawn(argv, out_fd, err_fd=None, fds=None):
     """fork + exec ``argv`` in the setup domain (the executor's own namespaces)."""
     pid = fork()
     if pid:
         return pid
     try:
-        child_setup(out_fd, err_fd, extra_fd)
+        oom_score(0)
+        child_setup(out_fd, err_fd, fds)
         os.execvpe(argv[0], argv, os.environ)
     finally:
         os._exit(127)
 
 
-def judge_root(root):
-    """Assemble the judge's root at ``root`` (a fresh tmpfs): the agent's files as data, the system
-    trees as the baseline left them, and the agent's own versions of those trees, read-only, under
-    ``/.lorarl-agent`` (their bin directories come last on the judge's PATH)."""
-    agent = f"{STATE}/agent/merged"
-    os.mkdir(f"{root}/{AGENT_CODE}")
-    for name in sorted((set(os.listdir("/")) | set(os.listdir(agent))) - {"proc", "dev", "sys"}):
-        base, mine, target = f"/{name}", f"{agent}/{name}", f"{root}/{name}"
-        if name in CODE_TREES:  # as in the baseline, whatever the agent did to these names
-            if os.path.islink(base):
-                os.symlink(os.readlink(base), target)  # merged /usr: /bin -> usr/bin
-            elif os.path.isdir(base):
-                os.mkdir(target)
-                bind_read_only(base, target)
-            if name in DOMAINS.trees:
-                mine_ro = f"{root}/{AGENT_CODE}/{name}"
-                os.mkdir(mine_ro)
-                mount("overlay", mine_ro, "overlay", MS_RDONLY, f"lowerdir={STATE}/agent/{name}/upper:{base}")
-                mask_hidden(mine_ro, f"/{name}/", f"{root}/{AGENT_CODE}/.masks")
-        elif name == "etc":
-            snapshot_etc(mine, target)
+# ---- layers: the pristine copy and the judge's view of the system trees -------------------------
+
+def is_whiteout(st):
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def copy_meta(src_st, dst, src=None):
+    os.chown(dst, src_st.st_uid, src_st.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(src_st.st_mode):
+        os.chmod(dst, stat.S_IMODE(src_st.st_mode))
+        os.utime(dst, ns=(src_st.st_atime_ns, src_st.st_mtime_ns))
+    for name in os.listxattr(src, follow_symlinks=False) if src else ():
+        if name.startswith("user.overlay."):  # opaque directories, xattr whiteouts
+            try:
+                os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+            except OSError:
+                pass
+
+
+def copy_layer(src, dst):
+    """A copy of an overlay upper layer (files, links, whiteouts, opaque marks): the pristine task.
+    Hard links would not do: the agent writes later files of its upper layer in place."""
+    os.makedirs(dst, exist_ok=True)
+    for entry in os.scandir(src):
+        s, d = entry.path, f"{dst}/{entry.name}"
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(d)
+            copy_layer(s, d)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(s), d)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(s, d, follow_symlinks=False)
+        elif is_whiteout(st):
+            try:
+                os.mknod(d, stat.S_IFCHR, 0)
+            except OSError:
+                continue
         else:
+            continue  # fifos, sockets, devices: not part of a task's files
+        copy_meta(st, d, s)
+    copy_meta(os.stat(src), dst, src)
+
+
+def is_code(rel, st):
+    """A baseline file whose content decides what code runs: links (alternatives, /bin/sh),
+    executables, and everything in library and interpreter directories."""
+    return stat.S_ISLNK(st.st_mode) or bool(LIB_DIRS.match(rel)) or (
+        stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111))
+
+
+def shadows_system_program(tree, rel):
+    """A new file in a PATH directory under the name of a program the baseline has on PATH."""
+    path = f"/{tree}/{rel}"
+    return os.path.dirname(path) in SYSTEM_PATH + ("/usr/games", "/usr/local/games") and any(
+        os.path.lexists(f"{d}/{os.path.basename(path)}") for d in SYSTEM_PATH)
+
+
+def same_content(a, b):
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def task_made(tree, rel):
+    """Whether the task's init created this file or changed its content (not only its mode): then
+    it is the task's, and the agent's version of it is what the judge sees."""
+    if not os.path.lexists(f"{SETUP_LAYERS}/{tree}/upper/{rel}"):
+        return False
+    made, host = f"/{tree}/{rel}", f"{HOST}/{tree}/{rel}"
+    try:
+        a, b = os.lstat(made), os.lstat(host)
+    except OSError:
+        return True
+    if stat.S_ISLNK(a.st_mode) and stat.S_ISLNK(b.st_mode):
+        return os.readlink(made) != os.readlink(host)
+    if stat.S_ISREG(a.st_mode) and stat.S_ISREG(b.st_mode):
+        return not same_content(made, host)
+    return stat.S_IFMT(a.st_mode) != stat.S_IFMT(b.st_mode)
+
+
+def judge_layer(tree, upper, out, deadline, rel=""):
+    """The agent's changes to a system tree that the judge may see, as hard links into ``out``
+    (same tmpfs: nothing is copied), to lie over the baseline. Left out: replaced or deleted
+    programs and libraries of the system, new files in library directories, and new files that
+    would be found on PATH before a system program of the same name. Changes to files the task's
+    setup made or rewrote are the agent's to make (a script it was asked to fix)."""
+    for entry in os.scandir(f"{upper}/{rel}" if rel else upper):
+        if time.monotonic() > deadline:
+            raise JudgeError(f"the agent's changes to /{tree} are too many to judge in {BUILD_BUDGET_S:g} s")
+        r = f"{rel}/{entry.name}" if rel else entry.name
+        st = entry.stat(follow_symlinks=False)
+        try:
+            base = os.lstat(f"/{tree}/{r}")
+        except OSError:
+            base = None
+        system = base is not None and not task_made(tree, r)
+        if stat.S_ISDIR(st.st_mode):
+            if base is None and LIB_DIRS.match(r):
+                continue
+            os.mkdir(f"{out}/{r}")
+            copy_meta(st, f"{out}/{r}")
+            judge_layer(tree, upper, out, deadline, r)
+            continue
+        if base is None:
+            if LIB_DIRS.match(r) or shadows_system_program(tree, r):
+                continue
+        elif system and is_code(r, base):
+            if is_whiteout(st) or stat.S_ISDIR(base.st_mode) or stat.S_ISLNK(base.st_mode) \
+                    or not stat.S_ISREG(st.st_mode) or not same_content(entry.path, f"/{tree}/{r}"):
+                continue  # the system's version stays; a mode or owner change of the same file shows
+        os.link(entry.path, f"{out}/{r}", follow_symlinks=False)
+
+
+def build_judge_layers():
+    """Once per judging, after ``freeze``: the system trees' layers and the /etc copy."""
+    if DOMAINS.judge_built or not ISOLATED:
+        return
+    deadline = time.monotonic() + BUILD_BUDGET_S
+    out = f"{AGENT}/judge"
+    shutil.rmtree(out, ignore_errors=True)
+    for tree in DOMAINS.trees:
+        if tree in CODE_TREES:
+            os.makedirs(f"{out}/{tree}")
+            judge_layer(tree, f"{AGENT}/{tree}/upper", f"{out}/{tree}", deadline)
+    snapshot_etc(f"{AGENT}/merged/etc", f"{out}/etc", deadline)
+    DOMAINS.judge_built = True
+
+
+def snapshot_etc(agent_etc, target, deadline):
+    """A copy of the agent's /etc (what checks read: users, groups, hosts, the task's files) with
+    every entry that decides which code runs taken from the baseline instead."""
+    pinned = lambda n: n in ETC_PINNED or n.startswith(ETC_PINNED_PREFIXES)  # noqa: E731
+
+    def ignore(d, names):
+        if time.monotonic() > deadline:
+            raise JudgeError(f"the agent's /etc is too large to copy in {BUILD_BUDGET_S:g} s")
+        return [n for n in names if pinned(n)] if d == agent_etc else []
+
+    if os.path.isdir(agent_etc) and not os.path.islink(agent_etc):
+        shutil.copytree(agent_etc, target, symlinks=True, ignore=ignore, ignore_dangling_symlinks=True,
+                        copy_function=copy_regular)
+    else:
+        os.mkdir(target)
+    for name in os.listdir("/etc"):
+        if pinned(name):
+            src = f"/etc/{name}"
+            if os.path.isdir(src) and not os.path.islink(src):
+                shutil.copytree(src, f"{target}/{name}", symlinks=True)
+            else:
+                shutil.copy2(src, f"{target}/{name}", follow_symlinks=False)
+
+
+def copy_regular(src, dst):
+    """copytree's copy: regular files only (a FIFO or device in /etc would block or leak)."""
+    if stat.S_ISREG(os.lstat(src).st_mode):
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+# ---- views: the roots examples and checks run on ------------------------------------------------
+
+def pristine_root(root):
+    """The task as the agent received it, under a throwaway layer (writes vanish)."""
+    merged = f"{root}/m"
+    for name in ["root", *DOMAINS.trees]:
+        base, target = ("/", merged) if name == "root" else (f"/{name}", f"{merged}/{name}")
+        overlay([f"{AGENT}/pristine/{name}", base], target, f"{root}/layers/{name}")
+    mask_hidden(merged, f"{root}/masks")
+    return merged
+
+
+def judge_root(root):
+    """The agent's state for checks of its effect: its files as data, the system trees as
+    ``judge_layer`` filtered them over the baseline (read-only), /etc as ``snapshot_etc`` made it."""
+    agent, layers = f"{AGENT}/merged", f"{AGENT}/judge"
+    merged = f"{root}/m"
+    os.mkdir(merged)
+    mount(merged, merged, None, MS_BIND)  # pivot_root needs a mount point
+    for name in sorted((set(os.listdir("/")) | set(os.listdir(agent))) - {"proc", "dev", "sys"}):
+        base, mine, target = f"/{name}", f"{agent}/{name}", f"{merged}/{name}"
+        if name in CODE_TREES and os.path.islink(base):
+            os.symlink(os.readlink(base), target)  # merged /usr: /bin -> usr/bin, as in the baseline
+        elif name in CODE_TREES and name in DOMAINS.trees:
+            overlay([f"{layers}/{name}", base], target)
+            mask_hidden(target, f"{root}/masks", f"/{name}/")
+        elif name == "etc":
+            os.mkdir(target)
+            mount(f"{layers}/etc", target, None, MS_BIND)
+        elif name not in CODE_TREES:
             attach(mine, target)
-    for name, flags in (("proc", 0), ("dev", MS_REC), ("sys", MS_REC)):
-        os.mkdir(f"{root}/{name}")
-        if os.path.ismount(f"/{name}"):
-            mount(f"/{name}", f"{root}/{name}", None, MS_BIND | flags)
-
-
-def bind_read_only(source, target):
-    """A read-only bind. The judge then enters a user namespace without power over this mount
-    namespace, so it cannot make it writable again."""
-    mount(source, target, None, MS_BIND | MS_REC)
-    mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    return merged
 
 
 def attach(source, target):
@@ -441,29 +712,23 @@ def attach(source, target):
         mount(source, target, None, MS_BIND)
 
 
-def snapshot_etc(agent_etc, target):
-    """A copy of the agent's /etc (what checks read: users, groups, hosts, the task's files) with
-    every entry that decides which code runs taken from the baseline instead."""
-    st = os.lstat(agent_etc)
-    pinned = lambda n: n in ETC_PINNED or n.startswith(ETC_PINNED_PREFIXES)
-    if stat.S_ISDIR(st.st_mode):
-        shutil.copytree(agent_etc, target, symlinks=True, ignore=lambda d, names: [n for n in names if pinned(n)]
-                        if d == agent_etc else [], ignore_dangling_symlinks=True, copy_function=copy_regular)
-    else:
-        os.mkdir(target)
-    for name in os.listdir("/etc"):
-        if pinned(name):
-            src = f"/etc/{name}"
-            if os.path.isdir(src) and not os.path.islink(src):
-                shutil.copytree(src, f"{target}/{name}", symlinks=True)
-            else:
-                shutil.copy2(src, f"{target}/{name}", follow_symlinks=False)
-
-
-def copy_regular(src, dst):
-    """copytree's copy: regular files only (a FIFO or device in /etc would block or leak)."""
-    if stat.S_ISREG(os.lstat(src).st_mode):
-        shutil.copy2(src, dst, follow_symlinks=False)
+def enter_view(view, root, to_parent, from_parent):
+    """In a child forked into the agent's pid namespace: a mount namespace with ``view`` as its
+    root and a /proc of that pid namespace, then a user namespace of its own. The view's own
+    files live in ``root``, on the agent's tmpfs, so ``df /`` reads there what the agent reads."""
+    unshare(CLONE_NEWNS)
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+    os.makedirs(root)
+    merged = pristine_root(root) if view == "pristine" else judge_root(root)
+    for name, flags in (("dev", MS_REC), ("sys", MS_REC)):
+        os.makedirs(f"{merged}/{name}", exist_ok=True)
+        if os.path.ismount(f"/{name}"):
+            mount(f"/{name}", f"{merged}/{name}", None, MS_BIND | flags)
+    os.makedirs(f"{merged}/proc", exist_ok=True)
+    mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV)
+    pivot_into(merged)
+    unshare(CLONE_NEWUSER)
+    handshake_child(to_parent, from_parent)
 
 
 def argv_for(lang, code, args, judge=False):
@@ -481,23 +746,17 @@ def argv_for(lang, code, args, judge=False):
     return [bash, "-c", code, "--", *args] if args else [bash, "-c", code]
 
 
-def judge_child(argv, out_w, err_w, to_parent, from_parent):
+def view_child(view, root, argv, env, out_w, err_w, fds, to_parent, from_parent):
     try:
+        oom_score(0)
         if ISOLATED:
-            unshare(CLONE_NEWNS)
-            mount("none", "/", None, MS_REC | MS_PRIVATE)
-            root = f"{STATE}/judge"
-            os.makedirs(root, exist_ok=True)
-            mount("tmpfs", root, "tmpfs", MS_NOSUID, "size=64m,mode=755")
-            judge_root(root)
-            pivot_into(root)
-            unshare(CLONE_NEWUSER)
-            handshake_child(to_parent, from_parent)
-        os.environ.update(JUDGE_ENV, HOME=HOME)
-        child_setup(out_w, err_w)
-        os.execve(argv[0], argv, os.environ) if ISOLATED else os.execvpe(argv[0], argv, os.environ)
-    except Exception as e:  # noqa: BLE001  the judge could not be set up: the check fails
-        os.write(err_w, f"judge setup failed: {e}".encode())
+            enter_view(view, root, to_parent, from_parent)
+        os.environ.clear()
+        os.environ.update(env)
+        child_setup(out_w, err_w, fds)
+        os.execve(argv[0], argv, os.environ) if argv[0].startswith("/") else os.execvpe(argv[0], argv, os.environ)
+    except Exception as e:  # noqa: BLE001  the view could not be set up: the check fails
+        os.write(err_w, f"judge setup failed: {e}".encode()[:4000])
     finally:
         os._exit(125)
 
@@ -514,85 +773,149 @@ class Shell:
         self.close()
         self.out_r, out_w = os.pipe()
         cmd_r, self.cmd_w = os.pipe()
-        self.pid = DOMAINS.spawn_agent(["bash", "--noprofile", "--norc", "-c", SHELL_LOOP], out_w, cmd_r)
-        os.close(out_w)
-        os.close(cmd_r)
+        self.status_r, status_w = os.pipe()
+        self.pid = DOMAINS.spawn_agent(SHELL_ARGV, out_w, {3: cmd_r, 4: status_w})
+        for fd in (out_w, cmd_r, status_w):
+            os.close(fd)
         return True
 
     def close(self):
         if self.pid is None:
             return
         kill_group(self.pid)
-        os.close(self.out_r)
-        os.close(self.cmd_w)
+        for fd in (self.out_r, self.cmd_w, self.status_r):
+            os.close(fd)
         self.pid = None
 
     def run(self, cmd, timeout, max_bytes):
         restarted = self.ensure()
-        nonce = secrets.token_hex(8)
-        marker = b"\n\x1e" + nonce.encode() + b" "
+        drain(self.status_r, bytearray(), 1 << 16)  # a status a command forged earlier is stale now
         try:
-            os.write(self.cmd_w, nonce.encode() + b"\0" + cmd.replace("\0", "").encode() + b"\0")
+            os.write(self.cmd_w, cmd.replace("\0", "").encode("utf-8", "replace") + b"\0")
         except BrokenPipeError:
             status.setdefault(self.pid, -9)
-        end = lambda b: marker in b and b.endswith(b"\n") and b.rfind(marker) < len(b) - len(marker)
-        buf, why = read_until(self.out_r, time.monotonic() + timeout, end, max_bytes, self.pid)
-        code = None
-        if why == "done":
-            head, _, tail = bytes(buf).rpartition(marker)
-            buf, code = head, int(tail.split()[0])
-        else:  # timed out, flooded or exited: the shell and its jobs go; the next command restarts it
+        buf, line, why = read_until((self.out_r, self.status_r), time.monotonic() + timeout, max_bytes, self.pid)
+        if why != "done":  # timed out, flooded or exited: the shell and its jobs go; the next command restarts it
             self.close()
-        return {"output": bytes(buf).decode("utf-8", "replace"), "exit_code": code, "timed_out": why == "timeout",
-                "output_limited": why == "limit", "shell_restarted": restarted, "shell_ended": why == "exited"}
+        return {"output": bytes(buf).decode("utf-8", "replace"), "exit_code": exit_code(line),
+                "timed_out": why == "timeout", "output_limited": why == "limit", "shell_restarted": restarted,
+                "shell_ended": why == "exited"}
 
+
+# ---- independent runs: setup scripts, examples, checks --------------------------------------------
 
 def run(req, max_bytes):
-    """An independent script: setup domain before seal, judge domain after. stdout and stderr are
-    kept apart (checks pass stdout on to the next check, as AgentBench does)."""
-    judge = DOMAINS.sealed
+    """An independent script. stdout and stderr are kept apart (checks pass stdout on to the next
+    check, as AgentBench does). A failure to set it up is the script's failure, with the reason."""
+    try:
+        return _run(req, max_bytes)
+    except (JudgeError, OSError) as e:
+        return {"output": "", "stderr": f"judge setup failed: {e}"[:4096], "exit_code": None, "timed_out": False,
+                "output_limited": False}
+
+
+def _run(req, max_bytes):
+    view = req.get("view", "setup") if DOMAINS.sealed else "setup"
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    argv = argv_for(req["lang"], req["code"], req.get("args", []), judge)
-    if judge:
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        pid = fork()
-        if pid == 0:
-            os.close(to_child_w)
-            os.close(from_child_r)
-            judge_child(argv, out_w, err_w, from_child_w, to_child_r)
-        os.close(to_child_r)
-        os.close(from_child_w)
-        if ISOLATED:
-            handshake_parent(pid, from_child_r, to_child_w)
-        os.close(to_child_w)
-        os.close(from_child_r)
-    else:
-        pid = spawn(argv, out_w, err_w)
-    os.close(out_w)
-    os.close(err_w)
-    out, why = read_until(out_r, time.monotonic() + req["timeout"], lambda b: False, max_bytes, pid)
-    if why != "exited":
-        kill_group(pid)
-    out = drain(out_r, out, max_bytes) if why == "exited" else out
-    err = drain(err_r, bytearray(), 65536)
-    os.close(out_r)
-    os.close(err_r)
-    reap()
-    code = status.pop(pid, None) if why == "exited" else None
+    mine, theirs, fds, status_r = [out_r, err_r], [out_w, err_w], {}, None
+    try:
+        if req.get("shell") and req["lang"] == "bash":  # the example, run the way the agent's commands are
+            argv, env = SHELL_ARGV, dict(os.environ)
+            cmd_r, cmd_w = os.pipe()
+            status_r, status_w = os.pipe()
+            mine.append(status_r)
+            theirs += [cmd_r, status_w]
+            os.write(cmd_w, req["code"].replace("\0", "").encode("utf-8", "replace") + b"\0")
+            os.close(cmd_w)  # one command, then EOF ends the loop
+            fds = {3: cmd_r, 4: status_w}
+        else:
+            argv = argv_for(req["lang"], req["code"], req.get("args", []), judge=view != "setup")
+            env = {**os.environ, **JUDGE_ENV} if view == "judge" else dict(os.environ)
+        if view == "judge":
+            build_judge_layers()
+        root = f"{AGENT}/views/{next(VIEW_IDS)}"
+        pid = start_script(view, root, argv, env, out_w, err_w, fds)
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    try:
+        out, line, why = read_until(mine[::2] if status_r is None else [out_r, status_r],
+                                    time.monotonic() + req["timeout"], max_bytes, pid)
+        if why != "exited":
+            kill_group(pid)  # timed out or flooded; or the shell loop, which is done
+        err = drain(err_r, bytearray(), 65536)
+        reap()
+        code = exit_code(line) if why == "done" else status.get(pid) if why == "exited" else None
+        status.pop(pid, None)
+        DOMAINS.helpers.discard(pid)
+        shutil.rmtree(root, ignore_errors=True)
+    finally:
+        for fd in mine:
+            os.close(fd)
     return {"output": bytes(out).decode("utf-8", "replace"), "stderr": bytes(err[:4096]).decode("utf-8", "replace"),
             "exit_code": code, "timed_out": why == "timeout", "output_limited": why == "limit"}
 
 
+def start_script(view, root, argv, env, out_w, err_w, fds):
+    """Fork the script: in the setup domain, or into the agent's pid namespace and ``view``."""
+    if view == "setup":
+        return spawn(argv, out_w, err_w, fds)
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    pid = DOMAINS.fork_in_agent_pid_ns()
+    if pid == 0:
+        os.close(to_child_w)
+        os.close(from_child_r)
+        view_child(view, root, argv, env, out_w, err_w, fds, from_child_w, to_child_r)
+    DOMAINS.helpers.add(pid)  # its session id: setsid() makes it the leader
+    os.close(to_child_r)
+    os.close(from_child_w)
+    if ISOLATED:
+        handshake_parent(pid, from_child_r, to_child_w)
+    os.close(to_child_w)
+    os.close(from_child_r)
+    return pid
+
+
+def snapshot(req):
+    """The pristine task: a copy of the agent's layers before it acts (what the start program
+    wrote by now). With ``close_shell`` the shell that ran the start program ends (its jobs run
+    on), so that examples see the processes the agent's first command will see."""
+    if req.get("close_shell"):
+        SHELL.close()
+    if ISOLATED:
+        for name in ["root", *DOMAINS.trees]:
+            copy_layer(f"{AGENT}/{name}/upper", f"{AGENT}/pristine/{name}")
+    return {"snapshot": True}
+
+
 SHELL = Shell()
 DOMAINS = None
+VIEW_IDS = itertools.count()
 
 
 def reply(out, rid, res):
     payload = json.dumps(res).encode()
     out.write(f"{rid} {len(payload)}\n".encode() + payload)
     out.flush()
+
+
+def handle(req, max_bytes):
+    op = req.get("op")
+    if op == "shell":
+        return SHELL.run(req["cmd"], req["timeout"], max_bytes)
+    if op == "run":
+        return run(req, max_bytes)
+    if op == "seal":
+        DOMAINS.seal()
+        return {"sealed": True}
+    if op == "snapshot":
+        return snapshot(req)
+    if op == "freeze":
+        DOMAINS.freeze()
+        return {"frozen": True}
+    return {"error": f"unknown op {op!r}"}
 
 
 def main():
@@ -608,20 +931,16 @@ def main():
     max_bytes = CONFIG["limits"]["output_bytes"]
     reply(out, "ready", {"ready": True})
     for line in sys.stdin:
-        req = json.loads(line)
         try:
-            if req["op"] == "shell":
-                res = SHELL.run(req["cmd"], req["timeout"], max_bytes)
-            elif req["op"] == "run":
-                res = run(req, max_bytes)
-            elif req["op"] == "seal":
-                DOMAINS.seal()
-                res = {"sealed": True}
-            else:
-                res = {"error": f"unknown op {req['op']!r}"}
-        except OSError as e:
-            res = {"error": str(e)}
-        reply(out, req["id"], res)
+            req = json.loads(line)
+            rid = str(req["id"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not from the client (it never sends these): nothing to answer
+        try:
+            res = handle(req, max_bytes)
+        except Exception as e:  # noqa: BLE001  one request failing must not end the executor
+            res = {"error": f"{type(e).__name__}: {e}"}
+        reply(out, rid, res)
     SHELL.close()
 
 

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import struct
@@ -32,10 +33,11 @@ import time
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MS_BIND, MS_REC, MS_PRIVATE, MS_REMOUNT = 4096, 16384, 1 << 18, 32
 MNT_DETACH, PR_SET_PDEATHSIG = 2, 1
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 SYSTEM_TREES = ("usr", "etc", "var", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+CODE_TREES = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")  # the trees programs and libraries live in
 EMPTY_DIRS = ("root", "home", "tmp", "run", "mnt", "srv", "opt", "media", "proc", "sys", "dev")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # Every module is imported before pivot_root: afterwards the host Python's library is out of reach.
@@ -100,6 +102,12 @@ def mask(path, new_root, index):
     mount(empty, target, None, MS_BIND)
 
 
+def read_only_bind(source, target):
+    os.makedirs(target, 0o700, exist_ok=True)
+    mount(source, target, None, MS_BIND)
+    mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
 def populate_dev(new_root):
     dev = f"{new_root}/dev"
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
@@ -113,11 +121,16 @@ def populate_dev(new_root):
         os.symlink(target, f"{dev}/{name}")
 
 
-def sanitize_etc(new_root):
-    """The host's /etc is the lower layer: blank its password hashes and drop private keys. When
-    the sandbox maps only a non-root user, these files are not writable, and not readable either."""
+def sanitize_etc(new_root, hostname):
+    """The host's /etc is the lower layer: blank its password hashes and drop private keys, and let
+    the sandbox's host name resolve (sudo looks it up). When the sandbox maps only a non-root user,
+    these files are not writable, and not readable either."""
     etc = f"{new_root}/etc"
     try:
+        with open(f"{etc}/hosts", "a+") as f:
+            f.seek(0)
+            if hostname not in f.read().split():
+                f.write(f"127.0.1.1\t{hostname}\n")
         for shadow, src, fmt in (("shadow", "passwd", "{}:*:19000:0:99999:7:::"), ("gshadow", "group", "{}:*::")):
             if os.path.exists(f"{etc}/{shadow}"):
                 with open(f"{etc}/{src}") as f:
@@ -161,10 +174,19 @@ def build_root(cfg):
         mount("sysfs", f"{new_root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError:
         pass  # some kernels refuse sysfs in a user namespace; tasks rarely need it
-    sanitize_etc(new_root)
-    os.makedirs(f"{new_root}/run/lorarl", 0o700)
+    sanitize_etc(new_root, cfg["hostname"])
+    os.makedirs(f"{new_root}/run/lorarl/setup", 0o700)
     with open(f"{new_root}/run/lorarl/executor.py", "w") as f:
         f.write(cfg["executor_source"])
+    # What the task's init scripts change lands in these upper layers, and the host's code trees lie
+    # under them: the executor reads both (read-only) to tell the task's own files from the
+    # system's when it builds the judge's view. The agent's overlays do not show these mounts.
+    read_only_bind(f"{STAGE}/layers", f"{new_root}/run/lorarl/setup")
+    for tree in CODE_TREES:
+        if os.path.isdir(f"/{tree}") and not os.path.islink(f"/{tree}"):
+            read_only_bind(f"/{tree}", f"{new_root}/run/lorarl/host/{tree}")
+    for i, path in enumerate(cfg["hide"]):
+        mask(path, f"{new_root}/run/lorarl/host", len(cfg["hide"]) + i)
     old = f"{new_root}/.oldroot"
     os.mkdir(old)
     check(libc.syscall(SYS_PIVOT_ROOT[platform.machine()], new_root.encode(), old.encode()), "pivot_root")
@@ -233,12 +255,17 @@ def _write(path, text):
         f.write(text)
 
 
+def cgroup_name(launcher_pid):
+    return f"lorarl-{launcher_pid}"
+
+
 def make_cgroups(pid, limits):
     """Put the sandbox in cgroups of its own that cap its process count and memory. Root needs
     this: the kernel exempts host uid 0, which sandbox root maps to, from RLIMIT_NPROC, so a fork
     bomb would exhaust the host's pids. Returns the directories made (empty: none possible)."""
     pids_max, memory_max = str(limits["processes"]), str(limits["total_memory_mb"] << 20)
-    own, made, name = _own_cgroups(), [], f"lorarl-{os.getpid()}"
+    own, made, name = _own_cgroups(), [], cgroup_name(os.getpid())
+    sweep_stale_cgroups(own)
     try:
         if "pids" in own:  # cgroup v1: one hierarchy per controller
             v1 = {"pids": ("pids.max", pids_max), "memory": ("memory.limit_in_bytes", memory_max)}
@@ -260,20 +287,66 @@ def make_cgroups(pid, limits):
             _write(f"{d}/cgroup.procs", str(pid))
         return made
     except OSError:
-        remove_cgroups(made, 0)
+        remove_cgroups(made, 1.0)
         return []
 
 
-def remove_cgroups(dirs, wait_s=3.0):
+def _members(d):
+    try:
+        with open(f"{d}/cgroup.procs") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def remove_cgroups(dirs, wait_s=120.0):
+    """Remove the sandbox's cgroups, killing whatever is still in them (a process that outlived
+    the namespace, a slow exit on a loaded machine) for as long as that takes, up to ``wait_s``."""
     deadline = time.monotonic() + wait_s
     for d in dirs:
         while os.path.isdir(d):
             try:
                 os.rmdir(d)
-            except OSError:  # busy until the namespace's last process is gone
+            except OSError:  # busy until its last process is gone
                 if time.monotonic() > deadline:
                     break
-                time.sleep(0.01)
+                try:
+                    _write(f"{d}/cgroup.kill", "1")  # cgroup v2: the whole group at once
+                except OSError:
+                    for member in _members(d):
+                        try:
+                            os.kill(member, signal.SIGKILL)
+                        except OSError:
+                            pass
+                time.sleep(0.02)
+
+
+def sandbox_cgroups(launcher_pid, own=None):
+    """The cgroup directories the launcher with this pid made (whether or not it still runs)."""
+    own = _own_cgroups() if own is None else own
+    name = cgroup_name(launcher_pid)
+    return [f"{d}/{name}" for d in set(own.values()) if os.path.isdir(f"{d}/{name}")]
+
+
+def sweep_stale_cgroups(own=None):
+    """Remove the cgroups of launchers that are gone (killed before they could clean up)."""
+    own = _own_cgroups() if own is None else own
+    for d in set(own.values()):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("lorarl-") and name[7:].isdigit() and not _alive_launcher(int(name[7:])):
+                remove_cgroups([f"{d}/{name}"], 10.0)
+
+
+def _alive_launcher(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"_launcher.py" in f.read()
+    except OSError:
+        return False
 
 
 def main():
@@ -285,6 +358,18 @@ def main():
     if os.getppid() != cfg["parent_pid"]:
         os._exit(3)
     die_with_parent()
+    if os.getuid() == 0:
+        try:  # the executor is the last process the OOM killer may pick; it gives up the rest
+            _write("/proc/self/oom_score_adj", "-1000")
+        except OSError:
+            pass
+        try:  # Docker's limit (AgentBench's init scripts use file descriptors past 100000); the
+            # executor caps each process at limits.open_files
+            with open("/proc/sys/fs/nr_open") as f:
+                nofile = min(int(f.read()), cfg["limits"]["limits"]["open_files"])
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        except (OSError, ValueError):
+            pass
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     uid, gid = os.getuid(), os.getgid()

@@ -48,8 +48,9 @@ import warnings
 
 from envs.os_interaction import generator
 from envs.os_interaction.protocol import chat_turns, clean_output, first_observation, os_observation, parse_reply, truncate
-from envs.os_interaction.sandbox import Sandbox, SandboxDied, SandboxLimits, SandboxUnavailable, probe
-from envs.os_interaction.tasks import OSTask, load_agentbench, load_lifelong, match_answer
+from envs.os_interaction.sandbox import Sandbox, SandboxDied, SandboxLimits, SandboxUnavailable, max_open_files, probe
+from envs.os_interaction.tasks import (OSTask, descriptor_refusal, load_agentbench, load_lifelong, match_answer,
+                                       needs_answer, reads_answer)
 from envs.task_env import TaskEnv, check_task_args, positive
 
 SHELL_RESET = "A new shell starts with your next command: files are kept, variables and the working directory are reset."
@@ -71,14 +72,19 @@ class OSInteractionEnv(TaskEnv):
                                      "on this machine without isolation, pass unsafe=True (env.kwargs.unsafe=true)")
         super().__init__()
         self.source, self.skills = source, _usable_skills(skills, unsafe)
-        self.tasks: list[OSTask] = (load_agentbench(path, script_dir) if source == "agentbench"
-                                    else load_lifelong(path) if source == "lifelong" else [])
+        tasks = (load_agentbench(path, script_dir) if source == "agentbench"
+                 else load_lifelong(path) if source == "lifelong" else [])
+        for task in tasks:
+            task.refused = task.refused or descriptor_refusal(task, max_open_files(limits))
+        self._use_tasks(tasks, path)
         self.max_rounds, self.max_chars, self.timeout_s = max_rounds, max_observation_chars, command_timeout_s
         self.judge_timeout_s, self.limits, self.unsafe = judge_timeout_s, limits, unsafe
         self.one_shot, self.prompt_format = one_shot, prompt_format
         self.box: Sandbox | None = None
         self.task: OSTask | None = None
         self.judge_error: str | None = None
+        self.truth: str | None = None  # the example's output on the pristine task (the expected answer)
+        self._lazy: dict[int, bool] = {}  # file task index -> its checks pass on the task as given
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -93,10 +99,14 @@ class OSInteractionEnv(TaskEnv):
         return first_observation(self.task.description, self.one_shot), self._info()
 
     def _setup(self) -> str | None:
-        """Start the sandbox, run the task's setup as AgentBench does (init scripts on their own,
-        a failing one aborts the sample; then ``start`` in the agent's shell); the reason when that
-        fails (-> env_error)."""
+        """Start the sandbox and run the task's setup as AgentBench does (init scripts on their own,
+        a failing one aborts the sample; then ``start`` in the agent's shell); keep the task as the
+        agent receives it and compute the expected answer there. The reason when any of that fails
+        (-> env_error: none of it is the agent's doing)."""
         self._release()
+        self.truth = None
+        if self.task.refused:
+            return f"this task is refused: {self.task.refused}"
         try:
             self.box = Sandbox(self.limits, self.unsafe).start()
             if self.unsafe and not self.tasks:  # generated tasks write under /root: keep them in the temp home
@@ -110,8 +120,36 @@ class OSInteractionEnv(TaskEnv):
                 # Job control on for the start program only: its background jobs get process groups of
                 # their own, so a later command's timeout (which kills the shell's group) spares them.
                 self.box.shell(f"set -m\n{self.task.start[1]}\nset +m", self.timeout_s)
+            examples = None in (self.task.check or [])
+            # The shell that ran the start program goes (its jobs stay) when the example runs, so the
+            # example sees the processes the agent's first command sees.
+            self.box.snapshot(close_shell=examples)
+            if examples and (error := self._expected_answer()):
+                return error
+            return self._lazy_verdict()
         except (SandboxUnavailable, SandboxDied) as e:
             return str(e)
+
+    def _expected_answer(self) -> str | None:
+        """AgentBench runs the example when judging, on whatever the agent left; here it runs once,
+        before the agent acts, on the pristine task: deleting or rewriting what a question is about
+        cannot change the expected answer."""
+        r = self.box.run(*self.task.example, timeout=self.judge_timeout_s, view="pristine", shell=True)
+        if r.exit_code != 0:
+            why = "timed out" if r.timed_out else f"exited {r.exit_code}"
+            return f"the task's example (which gives the expected answer) {why}: {(r.stderr or r.output)[-300:]}"
+        self.truth = r.output
+        return None
+
+    def _lazy_verdict(self) -> str | None:
+        """A file task whose checks pass on the task as given would reward doing nothing: it is
+        refused (once per task; the generator's skills are built and tested not to)."""
+        if not self.tasks or not self.task.check:
+            return None
+        if self.task_index not in self._lazy:
+            self._lazy[self.task_index] = self._chain("None", lambda script: "pristine")
+        if self._lazy[self.task_index]:
+            return "doing nothing passes this task's checks: it cannot tell work from no work"
         return None
 
     def _step(self, text: str):
@@ -140,16 +178,27 @@ class OSInteractionEnv(TaskEnv):
 
     def _judge(self, answer: str | None) -> bool:
         """AgentBench's rule: match the answer, or run the check chain (each script gets the answer
-        and the stdout of the scripts before it; all must exit 0). Checks run as the judge
-        (``_executor.py``): a check that cannot even start counts as failed, with the reason kept in
-        ``info["judge_error"]``."""
+        and the outputs of the scripts before it; all must exit 0; a null entry stands for the
+        example, whose output was computed at reset). The agent's processes are stopped first.
+        A check that reads the answer runs on the task as the agent received it; one that tests
+        the agent's effect runs on what the agent left (``_executor.py`` has both views). A check
+        that cannot even start counts as failed, with the reason in ``info["judge_error"]``."""
         task = self.task
         if task.match is not None:
             return match_answer(task.match, answer)
-        params = [str(answer)]  # as AgentBench: "None" after Act: finish
-        for script in task.check:
-            r = self.box.run(*(script or task.example), args=params, timeout=self.judge_timeout_s)
-            if r.exit_code == 125 and r.stderr.startswith("judge setup failed"):
+        self.box.freeze()
+        return self._chain(str(answer), lambda script: "pristine" if reads_answer(script) else "judge")
+
+    def _chain(self, answer: str, view) -> bool:
+        if not answer.strip() and needs_answer(self.task):
+            return False  # an empty answer compares with nothing (AgentBench's in.py would pass it)
+        params = [answer]  # as AgentBench: "None" after Act: finish
+        for script in self.task.check:
+            if script is None:
+                params.append(self.truth)
+                continue
+            r = self.box.run(*script, args=params, timeout=self.judge_timeout_s, view=view(script))
+            if r.exit_code in (None, 125) and r.stderr.startswith("judge setup failed"):
                 self.judge_error = r.stderr
             if r.exit_code != 0:
                 return False

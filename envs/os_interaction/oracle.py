@@ -3,8 +3,9 @@
 - generator and lifelong: run the task's solution commands; answer with what the last one printed
   (question tasks) or finish (change tasks).
 - agentbench: run the ``example`` script in the shell and answer with its output when the answer
-  is judged (a ``match``, or a ``None`` check entry that compares with the example), or finish
-  when the checks inspect the machine (e.g. a command the example installs). A task with a
+  is judged (a ``match``, a ``None`` check entry that compares with the example, or a check that
+  reads its arguments), or finish when the checks inspect the machine (e.g. a command the example
+  installs). A task with a
   ``match`` answer and no example has no solution to run: the oracle refuses it rather than echo
   the expected answer, which would prove nothing.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 
-from envs.os_interaction.tasks import OSTask
+from envs.os_interaction.tasks import OSTask, needs_answer
 
 _OUTPUT = "The output of the OS:\n\n"
 
@@ -52,7 +53,7 @@ class Oracle:
             self.commands = [_as_bash(task.example)]
         else:
             raise NoSolution(f"the task has no solution or example to run: {task.description[:60]!r}")
-        self.answers = task.match is not None or any(s is None for s in (task.check or []))
+        self.answers = task.match is not None or needs_answer(task)
         self.step = 0
 
     def reply(self, observation: str) -> str:

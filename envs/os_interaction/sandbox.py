@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import secrets
 import select
 import shutil
@@ -27,10 +28,12 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from envs.os_interaction import _launcher
 from envs.task_env import EnvFailure
 
 HERE = Path(__file__).resolve().parent
 SANDBOX_PYTHON = "/usr/bin/python3"  # the executor runs on the sandbox root's own Python
+BUILD_BUDGET_S = 30.0  # the executor's own budget for building a judge's view (_executor.BUILD_BUDGET_S)
 INSTALL_HINT = ("the sandbox needs Linux user namespaces (user.max_user_namespaces > 0, and "
                 "kernel.unprivileged_userns_clone=1 where that exists), overlayfs, /usr/bin/python3, "
                 "and as root a writable cgroup (v1 pids or v2) to cap processes")
@@ -53,7 +56,7 @@ class SandboxLimits:
     file_mb: int = 64  # largest file a process may write (RLIMIT_FSIZE), MiB
     disk_mb: int = 256  # tmpfs holding every file the episode writes, MiB
     output_bytes: int = 1 << 20  # output of one command kept; past it the command is killed
-    open_files: int = 65536  # open files per process (RLIMIT_NOFILE; at most what this process may have)
+    open_files: int = 1048576  # open files per process (RLIMIT_NOFILE; Docker's; without root at most what this process may have)
 
     def __post_init__(self):
         for key, value in asdict(self).items():
@@ -114,11 +117,24 @@ class Sandbox:
     def shell(self, cmd: str, timeout: float) -> Result:
         return self._result(self._call({"op": "shell", "cmd": cmd, "timeout": timeout}, timeout))
 
-    def run(self, lang: str, code: str, args: list[str] = (), timeout: float = 30.0) -> Result:
-        """AgentBench's independent execution: ``bash -c code -- args`` or ``python3 -c code args``;
-        a setup script before ``seal``, a check (judge) after it."""
-        return self._result(self._call({"op": "run", "lang": lang, "code": code, "args": list(args), "timeout": timeout},
-                                       timeout))
+    def run(self, lang: str, code: str, args: list[str] = (), timeout: float = 30.0, view: str = "judge",
+            shell: bool = False) -> Result:
+        """AgentBench's independent execution: ``bash -c code -- args`` or ``python3 -c code args``.
+        Before ``seal`` a setup script; after it an example or a check, on ``view``: "pristine" (the
+        task as the agent received it) or "judge" (the agent's effect; ``freeze`` first). ``shell``:
+        bash code runs as the agent's shell runs a command (what an example sees matches)."""
+        return self._result(self._call({"op": "run", "lang": lang, "code": code, "args": list(args), "timeout": timeout,
+                                        "view": view, "shell": shell}, timeout + BUILD_BUDGET_S))
+
+    def snapshot(self, close_shell: bool = False) -> None:
+        """Keep the task as it stands now, before the agent acts, as the pristine view."""
+        if "error" in (res := self._call({"op": "snapshot", "close_shell": close_shell}, 60.0)):
+            raise SandboxDied(f"could not keep the task's state: {res['error']}")
+
+    def freeze(self) -> None:
+        """Stop every process of the agent: nothing of it runs while it is judged."""
+        if "error" in (res := self._call({"op": "freeze"}, 30.0)):
+            raise SandboxDied(f"could not stop the agent's processes: {res['error']}")
 
     @property
     def alive(self) -> bool:
@@ -150,7 +166,7 @@ class Sandbox:
         parts = header.split()
         limit = 4 * self.limits.output_bytes + (1 << 16)
         if len(parts) != 2 or parts[0].decode(errors="replace") != rid or not parts[1].isdigit() or int(parts[1]) > limit:
-            self.close()
+            self.close(1.0)
             raise SandboxDied(f"protocol error: unexpected reply header {header[:64]!r}")
         size = int(parts[1])
         payload = self._take(lambda buf: size if len(buf) >= size else None, deadline)
@@ -159,7 +175,7 @@ class Sandbox:
         except ValueError:
             res = None
         if not isinstance(res, dict):
-            self.close()
+            self.close(1.0)
             raise SandboxDied("protocol error: the reply is not a JSON object")
         return res
 
@@ -169,29 +185,31 @@ class Sandbox:
         while (n := end(self._pending)) is None:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
-                self.close()
+                self.close(1.0)
                 raise SandboxDied("no answer from the sandbox in time")
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 raise SandboxDied("the sandbox's executor exited")
             self._pending += chunk
         if n < 0:
-            self.close()
+            self.close(1.0)
             raise SandboxDied(f"protocol error: unexpected output {self._pending[:64]!r}")
         item, self._pending = self._pending[:n], self._pending[n:]
         return item
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 30.0) -> None:
+        """End the sandbox: EOF to the executor, a kill after ``grace_s``, and its cgroups removed."""
         if self.proc is not None:
             # EOF ends the executor, and with pid 1 its whole namespace; the launcher then removes
             # the sandbox's cgroups. Killing the launcher instead would leave those behind (its
             # children still die with it, by PR_SET_PDEATHSIG).
             self.proc.stdin.close()
             try:
-                self.proc.wait(timeout=5.0)
+                self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                _launcher.remove_cgroups(_launcher.sandbox_cgroups(self.proc.pid), 60.0)
             self.proc.stdout.close()
             self.proc.stderr.close()
             self.proc = None
@@ -219,6 +237,22 @@ def _hidden_paths() -> list[str]:
     paths = {os.path.expanduser("~"), os.getcwd(), str(HERE.parents[1]), tempfile.gettempdir(),
              "/var/tmp", "/var/mail", "/var/spool", "/var/backups"}
     return sorted(p for p in paths if p.startswith(("/usr/", "/etc/", "/var/")))
+
+
+def max_open_files(limits: SandboxLimits) -> int:
+    """The descriptor limit sandbox processes get: ``limits.open_files``, capped by this process's
+    hard limit unless the launcher may raise it (root with CAP_SYS_RESOURCE)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    try:
+        with open("/proc/self/status") as f:
+            caps = int(next(line.split()[1] for line in f if line.startswith("CapEff:")), 16)
+        with open("/proc/sys/fs/nr_open") as f:
+            nr_open = int(f.read())
+    except (OSError, StopIteration, ValueError):
+        caps, nr_open = 0, hard
+    if os.geteuid() == 0 and caps & (1 << 24):  # CAP_SYS_RESOURCE
+        hard = max(hard, nr_open)
+    return min(limits.open_files, hard if hard != resource.RLIM_INFINITY else limits.open_files)
 
 
 @lru_cache(maxsize=None)

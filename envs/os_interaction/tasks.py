@@ -33,6 +33,7 @@ class OSTask:
     labels: list[str] = field(default_factory=list)
     source: str = ""
     solution: list[str] = field(default_factory=list)  # oracle's bash commands (generator, lifelong)
+    refused: str | None = None  # why this task cannot be judged here (set at load; never drawn)
 
     @property
     def task_type(self) -> str:
@@ -129,11 +130,11 @@ def _load_agentbench_file(path: Path, script_dir: Path) -> list[OSTask]:
         if check and None in check and example is None:
             raise ValueError(f"{where}: a null check entry runs the task's example, and there is none: "
                              f"{item['description'][:60]!r}")
-        tasks.append(OSTask(
+        tasks.append(screened(OSTask(
             description=item["description"], init=[_script(s, script_dir, where) for s in init],
             start=_script(item.get("start"), script_dir, where), match=match, check=check,
             example=_script(example, script_dir, where), labels=list(item.get("labels") or []), source="agentbench",
-        ))
+        )))
     return tasks
 
 
@@ -154,12 +155,12 @@ def load_lifelong(path: str | Path) -> list[OSTask]:
         for item in (init, evaluate):
             if item.get("command_name", "bash") not in LANGUAGES:
                 raise ValueError(f"{where}: command_name {item['command_name']!r}: expected one of {', '.join(LANGUAGES)}")
-        tasks.append(OSTask(
+        tasks.append(screened(OSTask(
             description=required(e, "instruction", where), init=[(init.get("command_name", "bash"), required(init, "script", where))],
             check=[(evaluate.get("command_name", "bash"), required(evaluate, "script", where))],
             labels=list(e.get("skill_list") or []), source="lifelong",
             solution=[truth["script"]] if truth and "script" in truth else [],
-        ))
+        )))
     return tasks
 
 
@@ -171,3 +172,94 @@ def match_answer(match: dict, answer: str | None) -> bool:
     if "answer" in match:
         return answer == match["answer"]
     return re.search(match["regex"], answer) is not None
+
+
+# ---- what a check reads, and tasks that cannot be judged here -------------------------------------
+
+_BASH_ARGS = re.compile(r"\$(?:[1-9@*#]|\{(?:[1-9@*]|#\}))|\bshift\b|\bgetopts\b|\bBASH_ARGV\b")
+_FUNCTION = re.compile(r"(?m)^[ \t]*(?:function[ \t]+[A-Za-z_][\w.:-]*[ \t]*(?:\([ \t]*\))?|[A-Za-z_][\w.:-]*[ \t]*"
+                       r"\([ \t]*\))[ \t\n]*\{")
+_COMMAND = r"(?:^|[;&|({`]|\$\(|\bthen\b|\bdo\b|\belse\b)\s*"  # where a command word starts
+# Check code that runs text it did not write: the agent's output pasted into code an interpreter
+# runs, files it sources, what it pipes into an interpreter. Crafted output would pass such a check.
+_RUNS_TEXT = {
+    "bash": [(re.compile(rf"(?m){_COMMAND}eval\s"), "eval runs text as code"),
+             (re.compile(rf"(?m){_COMMAND}(?:source|\.)\s+\S"), "it sources a file the agent can write"),
+             (re.compile(r"\b(?:python[0-9.]*|perl|ruby|node|php|bash|sh|dash|zsh|ksh)\s+(?:-\w+\s+)*-[ce]\s*"
+                         r"\"(?:[^\"\\]|\\.)*[$`]"), "it pastes a shell expansion into code an interpreter runs"),
+             (re.compile(r"\b[gnm]?awk\s+(?:-\S+\s+)*\"(?:[^\"\\]|\\.)*\$"), "it pastes a shell expansion into an awk program"),
+             (re.compile(r"\|\s*(?:bc|dc|sh|bash|dash|zsh|python[0-9.]*|perl|ruby|node|php)\b(?![ \t]+-[A-Za-z]*[ce]\b)"),
+              "it pipes text into an interpreter")],
+    "python": [(re.compile(r"\b(?:eval|exec|compile)\s*\("), "eval/exec runs text as code"),
+               (re.compile(r"\bos\.(?:system|popen)\b|shell\s*=\s*True"), "it runs text through a shell")],
+}
+# Set-up or reference solutions that need what the sandbox does not have: the network, an init system.
+_NEEDS = [(re.compile(r"\b(?:apt|apt-get|aptitude)\s+(?:-\S+\s+)*(?:update|install|upgrade|dist-upgrade)\b"),
+           "it installs packages (the sandbox has no network)"),
+          (re.compile(r"\b(?:pip3?|npm|gem|cargo)\s+(?:-\S+\s+)*install\b"), "it installs packages (the sandbox has no network)"),
+          (re.compile(r"\b(?:wget|curl)\b[^\n]*\b(?:https?|ftp)://(?!localhost|127\.)"), "it downloads (the sandbox has no network)"),
+          (re.compile(r"\bgit\s+clone\b"), "it clones a repository (the sandbox has no network)"),
+          (re.compile(r"\bsystemctl\b"), "it needs systemd (the sandbox has no init system)")]
+
+
+def _without_functions(code: str) -> str:
+    """Bash code with function bodies cut out: there ``$1`` is the function's own argument."""
+    out, pos = [], 0
+    for m in _FUNCTION.finditer(code):
+        if m.start() < pos:
+            continue
+        out.append(code[pos:m.start()])
+        depth, i = 1, m.end()
+        while i < len(code) and depth:
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            i += 1
+        pos = i
+    return "".join(out) + code[pos:]
+
+
+def reads_answer(script: Script) -> bool:
+    """Whether a check looks at its arguments (the agent's answer, outputs of earlier checks).
+    Such a check tests the answer, and runs on the task as the agent received it; one that does
+    not tests what the agent did, and runs on the machine the agent leaves."""
+    lang, code = script
+    if lang == "bash":  # not in comments, single-quoted text (an awk program's $1) or functions
+        code = re.sub(r"'[^']*'", "''", re.sub(r"(?m)(^|\s)#.*$", r"\1", code))
+        return bool(_BASH_ARGS.search(_without_functions(code)))
+    return re.search(r"\bargv\b", code) is not None
+
+
+def needs_answer(task: OSTask) -> bool:
+    """The check chain compares the agent's answer (with the example's output, or by itself)."""
+    return any(s is None or reads_answer(s) for s in task.check or [])
+
+
+def refusal(task: OSTask) -> str | None:
+    """Why ``task`` cannot be judged faithfully in the sandbox, or None."""
+    for script in [s for s in (task.check or []) if s is not None]:
+        for pattern, why in _RUNS_TEXT.get("python" if script[0] == "python" else "bash", []):
+            if script[0] in ("bash", "python") and (m := pattern.search(script[1])):
+                return f"its check runs text the agent controls: {why} ({m.group(0).strip()[:60]!r})"
+    for script in [*task.init, task.start, task.example]:
+        for pattern, why in _NEEDS if script else []:
+            if m := pattern.search(script[1]):
+                return f"{why} ({m.group(0).strip()[:60]!r})"
+    return None
+
+
+_FD_REDIRECT = re.compile(r"(?<![\w$/.:-])(\d+)(?=[<>])")
+
+
+def descriptor_refusal(task: OSTask, max_fd: int) -> str | None:
+    """A script that redirects a file descriptor past what processes may open here fails where
+    Docker (1048576) lets it run: AgentBench's ``echo 123321>/var/x`` opens descriptor 123321."""
+    for script in [*task.init, task.start, task.example, *(task.check or [])]:
+        for m in _FD_REDIRECT.finditer(script[1] if script else ""):
+            if int(m.group(1)) >= max_fd:
+                return (f"its scripts use file descriptor {m.group(1)} ({m.group(0)}>...), past the {max_fd} a process "
+                        "may open here (Docker allows 1048576; run as root with CAP_SYS_RESOURCE or raise ulimit -Hn)")
+    return None
+
+
+def screened(task: OSTask) -> OSTask:
+    task.refused = refusal(task)
+    return task

@@ -364,3 +364,86 @@ def test_bad_arguments_and_task_files_are_one_clear_error(tmp_path):
     bad.write_text(json.dumps({"description": "d", "label": [], "type": ["other"]}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: missing field 'table.table_info'"):
         gym.make(ID, source="agentbench", path=str(bad))
+
+
+# ---------------------------------------------------------------- the agent cannot end its own episode as env_error
+
+def modify_env(**kwargs):
+    env = gym.make(ID, query_timeout_s=0.5, **kwargs)
+    seed = next(s for s in range(100) if generate(s, ["update"]).kind == "modify")
+    return env, {"seed": seed}
+
+
+def test_a_killed_worker_restores_state_a_replay_could_not(tmp_path):
+    """A failed multi-row INSERT that wrote half its rows and set last_insert_rowid, then a
+    statement that kills the worker: the database comes back from a snapshot, exactly."""
+    env = gym.make(ID, query_timeout_s=0.5, skills=["update"])
+    env.reset(seed=1)
+    t = env.unwrapped.task.table_name
+    steps = [f"CREATE TABLE k (id INTEGER PRIMARY KEY, v UNIQUE)",
+             "INSERT INTO k (v) VALUES (1), (2), (2)",  # fails on the third row: the statement is undone
+             "INSERT INTO k (v) SELECT last_insert_rowid() + 10",
+             f"UPDATE {t} SET rowid = rowid + 1000 WHERE rowid = (SELECT max(rowid) FROM {t})",
+             "SELECT length(printf('%.*c', 2000000000, 'x'))"]  # one VM step: the worker is killed
+    for sql in steps:
+        obs, reward, term, trunc, info = env.step(op(sql))
+        assert not term, (sql, obs, info)
+    assert "interrupted" in obs
+    before = env.unwrapped.db.state()
+    obs = env.step(op("SELECT v FROM k"))[0]
+    assert obs == "[(12,)]", obs  # the failed INSERT left last_insert_rowid() at 2; a replay would give 10
+    assert env.unwrapped.db.state() == before
+    env.close()
+
+
+@pytest.mark.parametrize("sabotage", [
+    ["DROP TABLE {t}", "CREATE VIEW {t} AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"],
+    ["ALTER TABLE {t} ADD COLUMN slow AS (length(printf('%.*c', 2000000000, 'x')))"],
+    ["CREATE TEMP TABLE {t} (x)", "DROP TABLE main.{t}"],
+])
+def test_a_table_the_agent_makes_unreadable_is_its_failure(sabotage):
+    env, reset = modify_env()
+    env.reset(**reset)
+    t = env.unwrapped.task.table_name
+    for sql in sabotage:
+        obs, reward, term, trunc, info = env.step(op(sql.format(t=t)))
+        assert not term, (sql, obs)
+    start = time.monotonic()
+    obs, reward, term, trunc, info = env.step(answer([]))
+    assert term and info["outcome"] == "incorrect", info
+    assert time.monotonic() - start < 5
+    assert play_oracle(env, **reset)["outcome"] == "correct"  # and the env works on
+    env.close()
+
+
+def test_oracle_builds_no_regex_from_task_data(tmp_path):
+    """AgentBench's standard set has a column named Oblast\\Age: names are text, not templates."""
+    task = Task("q", "t", [("Oblast\\Age", "TEXT"), ("x", "TEXT")], [], "other", "select")
+    assert repair_sql("SELECT Oblast\\Age FROM table", task) == 'SELECT "Oblast\\Age" FROM "t"'
+    line = {"description": "How many?", "label": ["1"], "table": {"table_name": "t\\1", "table_info": {
+        "columns": [{"name": "Oblast\\Age", "type": "TEXT"}], "rows": [["a"]]}}, "type": ["other"],
+        "sql": {"query": "SELECT COUNT(Oblast\\Age) FROM table"}}
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    env = gym.make(ID, source="agentbench", path=str(path))
+    assert play_oracle(env, options={"task_index": 0})["outcome"] == "correct"
+    env.close()
+
+
+@pytest.mark.parametrize("env_id,kwargs", [(ID, {}), ("lorarl/OSInteraction-v0", {})])
+def test_a_huge_reply_is_refused_fast_in_bounded_memory(env_id, kwargs):
+    import resource
+
+    if env_id != ID:
+        from envs.os_interaction import sandbox
+        if sandbox.probe():
+            pytest.skip("no sandbox here")
+    env = gym.make(env_id, **kwargs)
+    env.reset(seed=0)
+    reply = "Action: Answer\nFinal Answer: [" + "1, " * 3_500_000 + "1]"  # 10.5 MB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    obs, reward, term, trunc, info = env.step(reply)
+    assert time.monotonic() - start < 2 and term and info["outcome"] == "invalid_action" and len(obs) < 200
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+    env.close()

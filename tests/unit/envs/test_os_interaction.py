@@ -153,7 +153,7 @@ def test_oracle_solves_200_generated_tasks_and_every_skill_occurs():
 # image), so it crashes whatever the answer. 24: its example ("chmod 777 test && ~/test") assumes a
 # shell in /home/jack as jack; AgentBench never runs examples of match tasks, so it went unnoticed.
 DEV_UNSOLVED = {0: "no solution", 1: "no solution", 2: "no solution", 4: "no solution", 8: "check crashes",
-                24: "example assumes another user"}
+                24: "example assumes another user", 3: "refused", 5: "refused"}  # 3, 5: calc's check pastes output into python3 -c
 
 
 @needs_sandbox
@@ -161,6 +161,7 @@ DEV_UNSOLVED = {0: "no solution", 1: "no solution", 2: "no solution", 4: "no sol
 def test_oracle_on_the_agentbench_dev_split():
     env = gym.make(ID, source="agentbench", path=str(DEV))
     assert env.unwrapped.num_tasks == 26
+    assert sorted(env.unwrapped.refused) == [3, 5] and all("python3 -c" in r for r in env.unwrapped.refused.values())
     outcomes = {}
     for i in range(26):
         env.reset(options={"task_index": i})
@@ -169,10 +170,11 @@ def test_oracle_on_the_agentbench_dev_split():
         except NoSolution:
             outcomes[i] = "no solution"
             continue
-        outcomes[i] = play_oracle(env, options={"task_index": i})[0]["outcome"]
+        info = play_oracle(env, options={"task_index": i})[0]
+        outcomes[i] = "refused" if "refused" in info.get("error", "") else info["outcome"]
     env.close()
     assert {i: o for i, o in outcomes.items() if o != "correct"} == {
-        i: ("no solution" if why == "no solution" else "incorrect") for i, why in DEV_UNSOLVED.items()}  # 20 of 26
+        i: why if why in ("no solution", "refused") else "incorrect" for i, why in DEV_UNSOLVED.items()}  # 18 of 26
     size_match = (DEV.parent / "scripts/dev/check/size-match.py").read_text()
     crash = subprocess.run([sys.executable, "-c", size_match, "4.0K", "4.0K\n"], capture_output=True, text=True)
     assert crash.returncode == 1 and "ValueError" in crash.stderr
@@ -304,10 +306,11 @@ def test_hostile_battery_leaves_the_host_unchanged(tmp_path):
             assert "alive" in seen[2], (cmd, seen[2])
             assert _digest(watched) == before, f"host changed after {cmd!r}"
         assert marker not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        # rm -rf / inside takes bash with it: the episode goes on, with a shell that cannot restart
+        # rm -rf / inside: the episode goes on (the running shell outlives its binary, or a new one
+        # cannot start and the agent is told), and is judged
         r, term, trunc, info, seen = play(env, scripted(bash("rm -rf --no-preserve-root / 2>/dev/null"),
                                                         bash("echo alive"), FINISH), seed=0)
-        assert term and info["outcome"] == "incorrect" and "/bin/bash" in seen[2]
+        assert term and info["outcome"] == "incorrect" and ("alive" in seen[2] or "/bin/bash" in seen[2])
         assert _digest(watched) == before
         info, _ = play_oracle(env, seed=3)  # and the next episode works
         assert info["outcome"] == "correct"

@@ -191,7 +191,7 @@ def test_failing_init_is_env_error_and_start_runs_in_the_agents_shell(tmp_path):
 def test_check_chain_passes_stdout_only_and_judge_timeout(tmp_path):
     items = [
         {"description": "d", "evaluation": {"check": [None, {"language": "python", "code":
-         "import sys\nsys.exit(0 if sys.argv[2] == '5\\n' else 1)"}], "example": "echo noise >&2; echo 5"}},
+         "import sys\nsys.exit(0 if sys.argv[2] == '5\\n' and sys.argv[1] == '5' else 1)"}], "example": "echo noise >&2; echo 5"}},
         {"description": "slow", "evaluation": {"check": ["sleep 5"], "example": "true"}},
     ]
     path = tmp_path / "t.json"
@@ -233,13 +233,16 @@ def test_masked_host_paths_stay_hidden_in_every_view(tmp_path):
     """The overlays of the agent's and the judge's views must re-apply the launcher's masks."""
     canary = Path("/var/tmp") / f"lorarl-canary-{tmp_path.name}"
     canary.write_text("host temp file\n")
-    items = [{"description": "d", "evaluation": {"check": [f"! cat {canary}"], "example": "true"}}]
+    items = [{"description": "d", "evaluation": {"check": [f"[ -e /root/done ] && ! cat {canary}"], "example": "touch /root/done"}},
+             {"description": "q", "evaluation": {"check": [None, '[ "$1" = "$(echo $2)" ]'],
+                                                 "example": f"cat {canary} 2>/dev/null | wc -l"}}]
     path = tmp_path / "t.json"
     path.write_text(json.dumps(items))
     env = gym.make(ID, source="agentbench", path=str(path))
-    try:
-        info, seen = play(env, [bash(f"cat {canary} || echo hidden"), FINISH], options={"task_index": 0})
+    try:  # the agent's view, the judge's view of its effect, and the pristine view of the expected answer
+        info, seen = play(env, [bash(f"cat {canary} || echo hidden; touch /root/done"), FINISH], options={"task_index": 0})
         assert "hidden" in seen[0] and info["outcome"] == "correct"
+        assert play(env, [answer("0")], options={"task_index": 1})[0]["outcome"] == "correct"
     finally:
         env.close()
         canary.unlink()
