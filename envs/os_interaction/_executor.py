@@ -637,10 +637,18 @@ def snapshot_etc(agent_etc, target, deadline):
     every entry that decides which code runs taken from the baseline instead."""
     pinned = lambda n: n in ETC_PINNED or n.startswith(ETC_PINNED_PREFIXES)  # noqa: E731
 
-    def ignore(d, names):
+    def in_time():
         if time.monotonic() > deadline:
             raise JudgeError(f"the agent's /etc is too large to copy in {BUILD_BUDGET_S:g} s")
+
+    def ignore(d, names):
+        in_time()
         return [n for n in names if pinned(n)] if d == agent_etc else []
+
+    def copy_regular(src, dst):  # regular files only: a FIFO or device in /etc would block or leak
+        in_time()
+        if stat.S_ISREG(os.lstat(src).st_mode):
+            shutil.copy2(src, dst, follow_symlinks=False)
 
     if os.path.isdir(agent_etc) and not os.path.islink(agent_etc):
         shutil.copytree(agent_etc, target, symlinks=True, ignore=ignore, ignore_dangling_symlinks=True,
@@ -654,12 +662,6 @@ def snapshot_etc(agent_etc, target, deadline):
                 shutil.copytree(src, f"{target}/{name}", symlinks=True)
             else:
                 shutil.copy2(src, f"{target}/{name}", follow_symlinks=False)
-
-
-def copy_regular(src, dst):
-    """copytree's copy: regular files only (a FIFO or device in /etc would block or leak)."""
-    if stat.S_ISREG(os.lstat(src).st_mode):
-        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 # ---- views: the roots examples and checks run on ------------------------------------------------
