@@ -9,8 +9,12 @@ Wiring only: compose and validate the config, build the run, fit.
 """
 
 import logging
+import os
 import sys
 from pathlib import Path
+
+# MKL may otherwise pick fewer threads than asked for some calls, changing how sums are split.
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,25 +26,33 @@ CONF = str(Path(__file__).resolve().parent / "conf")
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from lorarl.checkpointing import CheckpointError
-    from lorarl.logs import quiet_console
+    from lorarl.logs import discard_run_dir, disk_full, fresh_run_dir, quiet_console, quiet_disk_full_in_threads
     from lorarl.schema import ConfigError, load
 
     quiet_console(progress_bar=bool(cfg.trainer.progress_bar))
+    quiet_disk_full_in_threads()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    fresh = fresh_run_dir(run_dir)
     try:
         config = load(cfg)
         import envs  # noqa: F401  registers the env ids that configs name
 
         from lorarl.factory import build_run
 
-        trainer, module, ckpt_path = build_run(config, HydraConfig.get().runtime.output_dir)
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")
-    if ckpt_path:
-        logging.getLogger("lorarl").info("resuming from %s", ckpt_path)
-    try:
+        trainer, module, ckpt_path = build_run(config, run_dir)
+        if ckpt_path:
+            logging.getLogger("lorarl").info("resuming from %s", ckpt_path)
         trainer.fit(module, ckpt_path=ckpt_path)
+    except ConfigError as e:
+        if fresh:
+            discard_run_dir(run_dir)
+        sys.exit(f"config error: {e}")
     except CheckpointError as e:
         sys.exit(f"checkpoint save failed: {e}")
+    except Exception as e:  # noqa: BLE001  a full disk anywhere is one line; anything else is a bug to show
+        if message := disk_full(e, run_dir):
+            sys.exit(message)
+        raise
 
 
 if __name__ == "__main__":

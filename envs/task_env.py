@@ -22,12 +22,22 @@ class EnvFailure(RuntimeError):
     """The environment itself broke (its database or sandbox died): the episode ends "env_error"."""
 
 
+def skill_names(skills) -> tuple[str, ...] | None:
+    """Generator skills as given: one name (``skills=count``) or a list of them."""
+    if skills is None:
+        return None
+    return (skills,) if isinstance(skills, str) else tuple(skills)
+
+
 def check_task_args(source: str, path, skills, known_skills, prompt_format: str = "text") -> None:
     """Constructor arguments both envs take: a task source, its file(s), generator skills."""
     if source not in SOURCES:
         raise ValueError(f"source={source!r}: expected generator, agentbench or lifelong")
     if source != "generator" and not path:
         raise ValueError(f"source={source!r} needs path= to a task file")
+    if source == "generator" and path:
+        raise ValueError(f"path={path!r} is given, but source='generator' draws generated tasks and would ignore it: "
+                         "set source=agentbench or source=lifelong")
     unknown = set(skills or ()) - set(known_skills)
     if unknown:
         raise ValueError(f"unknown skills {sorted(unknown)}; known: {', '.join(known_skills)}")

@@ -107,17 +107,44 @@ def verify(directory: Path) -> str | None:
     return None
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """Newest checkpoint under ``root`` that verifies; a damaged newer one is skipped with a warning."""
+def checkpoints(root: Path) -> list[Path]:
+    """The checkpoint directories under ``root``, newest first."""
     if not root.is_dir():
-        return None
+        return []
     found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := CKPT_PATTERN.match(p.name))), reverse=True)
-    for _, path in found:
+    return [p for _, p in found]
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """Newest checkpoint under ``root`` that verifies; a damaged newer one is skipped with a warning.
+    When there are checkpoints and none verifies, a CheckpointError says so: starting over would
+    overwrite them."""
+    found = checkpoints(root)
+    problems = []
+    for path in found:
         problem = verify(path)
         if problem is None:
+            for skipped in problems:
+                log.warning("skipping checkpoint %s", skipped)
             return path
-        log.warning("skipping checkpoint %s: %s", path.name, problem)
+        problems.append(f"{path.name}: {problem}")
+    if found:
+        raise CheckpointError(f"none of the {len(found)} checkpoints in {root} verifies ({problems[0]}); they are "
+                              "kept as they are: pass resume=null to start over (they are then moved aside)")
     return None
+
+
+def move_aside(root: Path, stamp: str) -> Path | None:
+    """Move every checkpoint under ``root`` into ``root/previous-<stamp>/``, so that a run started
+    over does not overwrite them; the directory, or None when there were none."""
+    found = checkpoints(root)
+    if not found:
+        return None
+    aside = root / f"previous-{stamp}"
+    aside.mkdir(parents=True, exist_ok=True)
+    for path in found:
+        path.rename(aside / path.name)
+    return aside
 
 
 def publish(tmp: Path, final: Path) -> None:

@@ -8,7 +8,10 @@ strategy this machine cannot run) become one-line ConfigErrors, before any train
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from lorarl.callbacks import AdapterCheckpoint, IterationLog, IterationProgress,
 from lorarl.callbacks.progress import RL_FIELDS, SFT_FIELDS
 from lorarl.environments import build_envs, make_collector
 from lorarl.evaluation import EvalSpec
-from lorarl.lora import apply_lora, is_lora
+from lorarl.lora import apply_lora, check_targets, is_lora
 from lorarl.models import build_tiny_model, load_pretrained_model
 from lorarl.module import LoopSpec, RLModule
 from lorarl.policy import Policy
@@ -30,6 +33,7 @@ from lorarl.strategies import build_strategy, world_size
 from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer, train_bpe_tokenizer
 
 BASE_MODEL_DIR = "base_model"
+log = logging.getLogger("lorarl")
 
 
 def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.float32, corpus=None):
@@ -51,12 +55,42 @@ def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.flo
         return load_tokenizer(str(base_dir)), load_pretrained_model(str(base_dir), dtype), str(base_dir.resolve())
     tok = build_byte_tokenizer() if model.tokenizer == "byte" else train_bpe_tokenizer(corpus(), model.bpe_vocab_size)
     lm = build_tiny_model(model.tiny, len(tok), tok.eos_token_id, tok.pad_token_id).to(dtype)
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if _local_rank() == 0:
         tmp = run_dir / f".tmp-{BASE_MODEL_DIR}"
-        lm.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
-        tmp.rename(base_dir)
+        try:
+            lm.save_pretrained(str(tmp))
+            tok.save_pretrained(str(tmp))
+            tmp.rename(base_dir)
+        except Exception:  # a full disk (safetensors raises its own error type): no half-written copy stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return tok, lm, str(base_dir.resolve())
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def check_lora_first(model: ModelConfig) -> None:
+    """LoRA targets and rank checked on the model's skeleton (on the meta device: no weights), so
+    that a bad value costs neither a model build nor a base_model/ written to disk."""
+    if not model.lora.active or model.lora.lora_path:
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            if model.path:
+                config = AutoConfig.from_pretrained(model.path, trust_remote_code=model.trust_remote_code)
+                skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
+            else:
+                skeleton = build_tiny_model(model.tiny, model.tiny.vocab_size or 512, 0, 0)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"model.path={model.path!r}: cannot load ({str(e).splitlines()[0]})") from None
+    try:
+        check_targets(skeleton, model.lora)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def warm_start(model: ModelConfig) -> ModelConfig:
@@ -95,7 +129,8 @@ def build_policy(lm, model: ModelConfig, base_path: str, with_value_head: bool, 
     return Policy(lm, with_value_head=with_value_head, keep_reference=keep_reference).train()
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list, **kwargs) -> L.Trainer:
+def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list, resume_from: str | None = None,
+                  **kwargs) -> L.Trainer:
     """The Lightning Trainer of either stage; one Lightning epoch is an RL iteration or an SFT epoch."""
     tr, sft = config.trainer, config.stage == "sft"
     epochs = config.sft.epochs if sft else tr.iterations
@@ -103,7 +138,11 @@ def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list,
     if config.logger.tensorboard:
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        logger = TensorBoardLogger(str(run_dir), name=config.logger.name, version="")
+        # A resumed run redoes what came after its checkpoint: TensorBoard drops the events it had
+        # logged past that step, so no iteration shows twice.
+        purge = resumed_step(resume_from, sft)
+        logger = TensorBoardLogger(str(run_dir), name=config.logger.name, version="",
+                                   **({"purge_step": purge} if purge is not None else {}))
     callbacks = [*callbacks, IterationLog(epochs, sft)]
     if tr.progress_bar:
         callbacks.append(IterationProgress(epochs, SFT_FIELDS if sft else RL_FIELDS, "epochs" if sft else "iterations"))
@@ -127,6 +166,10 @@ def _strategy(config: TrainConfig):
 
 def _seeded_base(config: TrainConfig, run_dir: Path, corpus):
     """(model config after warm start, tokenizer, base LM, base path), built after seeding."""
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
+    # Reductions split across threads add in another order: a run is bit-exact for its thread count.
+    logging.getLogger("lorarl.run").info("torch CPU threads: %d", torch.get_num_threads())
     # Before anything random is built: LoRA's A matrices and the value head must come out the
     # same in every run and on every rank, or resumed and distributed runs diverge.
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
@@ -143,6 +186,8 @@ def build_run(config: TrainConfig, run_dir: str | Path):
     alg, tr = config.algorithm, config.trainer
     spec = PPOSpec.of(alg)
     strategy, plan = _strategy(config)
+    check_lora_first(config.model)
+    resume_from = resume_path(config.resume, run_dir / "checkpoints")
     model, tok, lm, base_path = _seeded_base(config, run_dir, env_corpus(config.env))
     if config.strategy.activation_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -162,8 +207,7 @@ def build_run(config: TrainConfig, run_dir: str | Path):
         eval_collector = make_collector(env, build_envs(env, min(alg.envs_per_rank, tr.eval_samples)), tok, greedy,
                                         config.reward)
         callbacks.append(PeriodicEvaluation(eval_collector, EvalSpec(tr.eval_samples, seed=tr.eval_seed), tr.eval_every))
-    trainer = build_trainer(config, run_dir, strategy, callbacks)
-    return trainer, module, resume_path(config.resume, run_dir / "checkpoints")
+    return build_trainer(config, run_dir, strategy, callbacks, resume_from), module, resume_from
 
 
 def build_sft_run(config: TrainConfig, run_dir: Path):
@@ -176,6 +220,8 @@ def build_sft_run(config: TrainConfig, run_dir: Path):
     except (OSError, ValueError) as e:
         raise ConfigError(f"sft.data={config.sft.data!r}: {str(e).splitlines()[0]}") from None
     strategy, plan = _strategy(config)
+    check_lora_first(config.model)
+    resume_from = resume_path(config.resume, run_dir / "checkpoints")
     corpus = lambda: (m["content"] for messages, _ in data for m in messages)  # noqa: E731
     model, tok, lm, base_path = _seeded_base(config, run_dir, corpus)
     policy = build_policy(lm, model, base_path, with_value_head=False, keep_reference=False)
@@ -187,9 +233,9 @@ def build_sft_run(config: TrainConfig, run_dir: Path):
     optim = replace(config.algorithm.optim, lr=config.sft.lr)
     module = sft.SFTModule(policy, encode(train), encode(val), spec, optim, tok.pad_token_id, plan)
     callbacks = [AdapterCheckpoint(run_dir / "checkpoints", 1, config.trainer.keep_last)]
-    trainer = build_trainer(config, run_dir, strategy, callbacks, gradient_clip_val=config.algorithm.optim.max_grad_norm,
-                            limit_val_batches=1.0 if len(val) else 0)
-    return trainer, module, resume_path(config.resume, run_dir / "checkpoints")
+    trainer = build_trainer(config, run_dir, strategy, callbacks, resume_from,
+                            gradient_clip_val=config.algorithm.optim.max_grad_norm, limit_val_batches=1.0 if len(val) else 0)
+    return trainer, module, resume_from
 
 
 def merge_for_sampling(asked: bool | None, plan, strategy: str) -> bool:
@@ -201,14 +247,36 @@ def merge_for_sampling(asked: bool | None, plan, strategy: str) -> bool:
 
 
 def resume_path(resume: str | None, ckpt_root: Path) -> str | None:
-    """Lightning checkpoint to continue from: "auto" picks the newest verified one, if any."""
+    """Lightning checkpoint to continue from: "auto" picks the newest verified one, if any (and
+    refuses when there are checkpoints and none verifies); null starts over, moving this run's
+    checkpoints aside first so that none is overwritten."""
     if resume is None:
+        aside = ckpt.move_aside(ckpt_root, time.strftime("%Y%m%d-%H%M%S")) if _local_rank() == 0 else None
+        if aside:
+            log.warning("resume=null: starting over; this run's earlier checkpoints are kept in %s", aside)
         return None
     if resume == "auto":
-        found = ckpt.latest_checkpoint(ckpt_root)
+        try:
+            found = ckpt.latest_checkpoint(ckpt_root)
+        except ckpt.CheckpointError as e:
+            raise ConfigError(f"resume=auto: {e}") from None
         return str(found / ckpt.TRAINER_STATE) if found else None
     path = Path(resume)
+    if not path.is_dir():
+        raise ConfigError(f"resume={resume!r}: no such checkpoint directory")
     problem = ckpt.verify(path)
     if problem:
         raise ConfigError(f"resume={resume!r}: {problem}")
     return str(path / ckpt.TRAINER_STATE)
+
+
+def resumed_step(ckpt_path: str | None, sft: bool) -> int | None:
+    """The first TensorBoard step a run resumed from ``ckpt_path`` logs again (RL logs at the
+    1-based iteration, SFT at the batch count), from its training_stats.json; None without one."""
+    if not ckpt_path:
+        return None
+    try:
+        stats = json.loads((Path(ckpt_path).parent / ckpt.STATS_FILE).read_text())
+        return int(stats["global_step"]) if sft else int(stats["iteration"]) + 1
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -44,7 +44,7 @@ def apply_lora(model: torch.nn.Module, spec: LoraSpec) -> torch.nn.Module:
         model = PeftModel.from_pretrained(model, spec.lora_path, is_trainable=True)
         model.load_adapter(spec.lora_path, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
         return model
-    _check_targets(model, spec)
+    check_targets(model, spec)
     config = LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,
@@ -57,7 +57,7 @@ def apply_lora(model: torch.nn.Module, spec: LoraSpec) -> torch.nn.Module:
     return get_peft_model(model, config)
 
 
-def _check_targets(model: torch.nn.Module, spec: LoraSpec) -> None:
+def check_targets(model: torch.nn.Module, spec: LoraSpec) -> None:
     """Refuse, before PEFT allocates anything, targets that match no layer and a rank above a
     targeted layer's width (it adds parameters without adding capacity)."""
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None

@@ -86,8 +86,11 @@ def entropy_bonus(entropy: torch.Tensor, action_mask: torch.Tensor) -> tuple[tor
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
-    """1 - Var(R - V) / Var(R) over action tokens: 1 is a perfect critic, <= 0 is useless."""
+    """1 - Var(R - V) / Var(R) over action tokens: 1 is a perfect critic, <= 0 is useless. When the
+    returns do not vary (every episode got the same reward) there is nothing to explain: 0."""
     var_r = masked_mean((returns - masked_mean(returns, action_mask)) ** 2, action_mask)
     resid = returns - values
     var_res = masked_mean((resid - masked_mean(resid, action_mask)) ** 2, action_mask)
-    return 1 - var_res / var_r.clamp(min=1e-8)
+    if var_r < 1e-8:
+        return torch.zeros((), dtype=var_r.dtype, device=var_r.device)
+    return 1 - var_res / var_r

@@ -99,7 +99,8 @@ class RLModule(L.LightningModule):
                  "perf/train_tokens_per_s": train_tokens / max(time.perf_counter() - t1, 1e-9),
                  "perf/iteration_s": time.perf_counter() - t0,
                  "iteration": float(iteration)}
-        log_synced(self, stats, len(episodes), on_step=True)
+        # TensorBoard's x-axis is the iteration (1-based, as in train.log and checkpoint names)
+        log_synced(self, {**stats, "step": float(iteration + 1)}, len(episodes), on_step=True)
         self.last_stats, self.last_episodes = stats, episodes
         self._log_transcripts(iteration, episodes)
 
@@ -158,7 +159,7 @@ class RLModule(L.LightningModule):
         if add_text is None:
             return
         for k, ep in enumerate(episodes[: self.loop.transcripts_count]):
-            add_text(f"transcripts/{k}", format_transcript(ep), self.global_step)
+            add_text(f"transcripts/{k}", format_transcript(ep), iteration + 1)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = trainable_only(self, checkpoint["state_dict"])

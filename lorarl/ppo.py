@@ -79,6 +79,10 @@ class Targets:
     returns: torch.Tensor
     values: torch.Tensor  # critic estimates at collection time (value clipping is around these)
     ref_logprobs: torch.Tensor  # log p of the base model (adapter disabled); the policy's own without one
+    # log p of the policy before the update, recomputed by the training forward over the whole
+    # batch in a fixed order: PPO's ratio is taken against these, not against sampling's, which
+    # depend (in the last bits) on which episodes happened to be generated together.
+    logprobs: torch.Tensor
 
     def rows(self, index: torch.Tensor, width: int) -> "Targets":
         return Targets(*(getattr(self, f.name)[index, :width] for f in fields(self)))
@@ -153,18 +157,18 @@ def prepare(policy, batch: RolloutBatch, spec: PPOSpec, state: AdvantageState, t
     adv, returns = ESTIMATORS[spec.advantage].fn(batch, values, spec, state, mean_over_ranks)
     stats = {"check/logprob_max_abs_dev": deviation, "train/advantage_mean": float(masked_mean(adv, mask))}
     if has_ref:
-        kl = losses.kl_divergence(batch.old_logprobs, ref, spec.kl_estimator)
+        kl = losses.kl_divergence(logp, ref, spec.kl_estimator)
         stats[f"rollout/kl_to_base_{spec.kl_estimator}"] = float(masked_mean(kl, mask))
     if critic:
         stats["train/explained_variance"] = float(losses.explained_variance(values, returns, mask))
-    return Targets(adv, returns, values, ref), stats
+    return Targets(adv, returns, values, ref, logp), stats
 
 
 def minibatch_loss(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temperature: float):
     """Clipped surrogate + entropy bonus (+ KL to base) (+ value loss); (loss, stats)."""
     mask = mb.action_mask
     out = policy(mb.input_ids, mb.attention_mask, temperature, spec.uses_critic)
-    loss, st = losses.clipped_policy_loss(out.logprobs, mb.old_logprobs, t.advantages, mask, spec.clip_eps, spec.dual_clip)
+    loss, st = losses.clipped_policy_loss(out.logprobs, t.logprobs, t.advantages, mask, spec.clip_eps, spec.dual_clip)
     ent_loss, est = losses.entropy_bonus(out.entropy, mask)
     total = loss + spec.entropy_coef * ent_loss
     stats = {"train/policy_loss": loss.detach(), "train/clip_frac": st["clip_frac"], "train/approx_kl_k3": st["approx_kl"],

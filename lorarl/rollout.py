@@ -134,18 +134,20 @@ class RolloutCollector:
     """Runs a batch of episodes on a fixed set of Gymnasium envs (one episode per env).
 
     Generation is batched on the calling thread; env resets and steps run on a thread pool
-    (``step_workers``; SQLite workers and sandboxes wait outside the GIL). Each round waits up to
-    ``straggler_timeout_s`` for every env step in flight, then generates for the episodes whose
-    observation has arrived: a slow env (30 s per command) delays its own episode, not the batch.
-    When every step returns within that time the rounds are the same in every run (same episodes
-    batched together, in index order), so sampling, and a resumed run, are exactly reproducible.
-    An episode past ``episode_timeout_s`` of wall-clock time ends ``task_limit_reached``.
-    Tokenizing stays on the calling thread.
+    (``step_workers``; SQLite workers and sandboxes wait outside the GIL). By default each round
+    waits for the step of every live episode, so the rounds are the same in every run (the same
+    episodes batched together, in index order) and sampling, and a resumed run, are exactly
+    reproducible whatever the machine's load. ``straggler_timeout_s`` (opt-in) instead waits at
+    most that long, then generates for the episodes whose observation has arrived: a slow env
+    delays only its own episode, but which episodes share a batch then depends on timing, and so
+    do the sampled tokens. An episode past ``episode_timeout_s`` of wall-clock time ends
+    ``task_limit_reached`` (with a warning: that too depends on timing). Tokenizing stays on the
+    calling thread.
     """
 
     def __init__(self, envs: Sequence, tokenizer, sampling: SamplingSpec, rewards: RewardTable,
                  system_prompt: str | None = None, episode_timeout_s: float = float("inf"), step_workers: int = 0,
-                 straggler_timeout_s: float = float("inf")):
+                 straggler_timeout_s: float | None = None):
         self.envs = list(envs)
         self.tok = tokenizer
         self.sampling = sampling
@@ -179,11 +181,13 @@ class RolloutCollector:
         pending = {self.pool.submit(self._reset, self.envs[i], s, o): i for i, (s, o) in enumerate(zip(seeds, options))}
         ready: list[int] = []
         device = next(policy.parameters()).device
+        abandoned = []  # steps of episodes ended by their time budget: their envs are busy until these return
         while any_rank_active(any(not e.done for e in episodes)):
             if pending:
-                wait(pending, timeout=_finite(self.straggler_timeout_s))  # every step in flight, up to the straggler time
-                if not any(f.done() for f in pending) and not ready and not synced_gpus:
-                    wait(pending, return_when=FIRST_COMPLETED)  # only stragglers left: the first of them
+                self._wait(pending, episodes, bool(ready) or synced_gpus)
+                for future, i in [(f, i) for f, i in pending.items() if not f.done()]:
+                    if self._out_of_time(episodes[i]):
+                        abandoned.append(pending.pop(future))
             for future, i in sorted([(f, i) for f, i in pending.items() if f.done()], key=lambda fi: fi[1]):
                 del pending[future]
                 if self._absorb(episodes[i], future):
@@ -199,8 +203,20 @@ class RolloutCollector:
                 reply = self._act(episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())
                 pending[self.pool.submit(self.envs[i].step, reply)] = i
             ready = []
-        wait(pending)  # an episode ended by its time budget still owns its env until the step returns
+        wait([*pending, *abandoned])  # an episode ended by its time budget still owns its env until the step returns
         return episodes
+
+    def _wait(self, pending: dict, episodes: list["Episode"], can_generate: bool) -> None:
+        """Wait for the env steps in flight: all of them (reproducible), up to the first episode's
+        time budget; or, with a straggler timeout, up to it, then for at least one."""
+        if self.straggler_timeout_s is None:
+            now = time.monotonic()
+            left = [episodes[i].started + self.episode_timeout_s - now for i in pending.values() if episodes[i].started]
+            wait(pending, timeout=_finite(max(0.0, min(left, default=self.episode_timeout_s))))
+            return
+        wait(pending, timeout=_finite(self.straggler_timeout_s))
+        if not any(f.done() for f in pending) and not can_generate:
+            wait(pending, return_when=FIRST_COMPLETED)  # only stragglers left: the first of them
 
     @staticmethod
     def _reset(env, seed: int, options: dict | None) -> _Reset:
@@ -258,8 +274,11 @@ class RolloutCollector:
         return reply
 
     def _out_of_time(self, ep: Episode) -> bool:
-        if time.monotonic() - ep.started <= self.episode_timeout_s:
+        if ep.done or not ep.started or time.monotonic() - ep.started <= self.episode_timeout_s:
             return False
+        log.warning("episode seed=%s ran past env.episode_timeout_s=%gs and ends task_limit_reached: "
+                    "this depends on the machine's speed, so this run is not exactly reproducible", ep.seed,
+                    self.episode_timeout_s)
         self._finish(ep, "task_limit_reached")
         return True
 

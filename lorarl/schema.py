@@ -51,7 +51,7 @@ class EnvConfig:
     system_prompt: Optional[str]
     episode_timeout_s: float  # wall-clock budget of one episode; past it the episode ends task_limit_reached
     step_workers: int  # threads stepping the envs of a turn at once (0: one per env)
-    straggler_timeout_s: float  # a round waits this long for slow env steps before generating for the others
+    straggler_timeout_s: Optional[float]  # None: rounds wait for every live episode (reproducible); s: at most this long
 
 
 @dataclass
@@ -71,6 +71,7 @@ class PrecisionConfig:
 class TrainerConfig:
     iterations: int
     seed: int
+    threads: Optional[int]  # torch's CPU threads (None: torch's default, one per core)
     accelerator: str
     devices: Any
     num_nodes: int
@@ -259,6 +260,10 @@ def validate_trainer(tr: TrainerConfig) -> None:
     _need(isinstance(tr.iterations, int) and tr.iterations >= 1, "trainer.iterations", tr.iterations, "must be >= 1")
     _positive("trainer", tr, "checkpoint_every", "eval_every", "transcripts_every", "transcripts_count", zero_ok=True)
     _positive("trainer", tr, "eval_samples", "num_nodes")
+    _need(isinstance(tr.seed, int) and not isinstance(tr.seed, bool) and 0 <= tr.seed < 2**31, "trainer.seed", tr.seed,
+          "must be an integer from 0 to 2**31 - 1")
+    _need(tr.threads is None or (isinstance(tr.threads, int) and tr.threads >= 1), "trainer.threads", tr.threads,
+          "must be >= 1, or null for torch's default")
     _need(tr.keep_last is None or (isinstance(tr.keep_last, int) and tr.keep_last >= 1), "trainer.keep_last",
           tr.keep_last, "must be >= 1, or null to keep every checkpoint")
     _choice("trainer.accelerator", tr.accelerator, ACCELERATORS)
@@ -277,7 +282,8 @@ def validate_trainer(tr: TrainerConfig) -> None:
 
 def validate_env(e: EnvConfig) -> None:
     _positive("env", e, "episode_timeout_s")
-    _positive("env", e, "straggler_timeout_s", zero_ok=True)
+    if e.straggler_timeout_s is not None:
+        _positive("env", e, "straggler_timeout_s", zero_ok=True)
     _positive("env", e, "step_workers", zero_ok=True)
 
 
@@ -291,16 +297,27 @@ def validate_eval(c: EvalConfig) -> None:
     validate_env(c.env)
 
 
+# Words other trainers use for what lorarl calls otherwise: "save_every" means checkpoint_every.
+_SYNONYMS = {"save": "checkpoint", "ckpt": "checkpoint", "epochs": "iterations", "steps": "iterations",
+             "learning_rate": "lr", "num_envs": "envs_per_rank", "batch_size": "minibatch_size", "lora_rank": "rank",
+             "r": "rank", "temp": "temperature", "eval_interval": "eval_every", "save_interval": "checkpoint_every"}
+
+
 def _unknown_key(key: str, config_dir: str, config_name: str) -> str:
-    """"<key>: no such key", with the closest existing keys (same last part first)."""
+    """"<key>: no such key", with the closest existing keys: same last part, then the key with
+    other trainers' words replaced by lorarl's, then spelling."""
     import difflib
 
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir, version_base="1.3"):
         known = _flat_keys(OmegaConf.to_container(compose(config_name), resolve=False))
-    same_leaf = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
-    close = same_leaf or difflib.get_close_matches(key, known, n=2, cutoff=0.75)
+    leaf = key.rsplit(".", 1)[-1]
+    same_leaf = [k for k in known if k.rsplit(".", 1)[-1] == leaf]
+    renamed = _SYNONYMS.get(leaf) or "_".join(_SYNONYMS.get(w, w) for w in leaf.split("_"))
+    by_synonym = [k for k in known if k.rsplit(".", 1)[-1] == renamed] if renamed != leaf else []
+    close = same_leaf or sorted(by_synonym, key=lambda k: k.split(".")[0] != key.split(".")[0]) or \
+        difflib.get_close_matches(key, known, n=2, cutoff=0.75)
     return f"{key}: no such key" + (f" (did you mean {' or '.join(close[:2])}?)" if close else "")
 
 
@@ -335,6 +352,21 @@ def check_overrides(config_dir: str, config_name: str, overrides: list[str], bui
         raise ConfigError(f"{key}: {detail}" if key else f"{lines[0]} {detail}".strip()) from None
 
 
+def _not_a_run_dir(path) -> None:
+    """adapter= names a training run's directory instead of one of its checkpoints: say so, and
+    offer the newest checkpoint."""
+    from lorarl.checkpointing import checkpoints
+
+    if (path / "adapter_config.json").exists() or (path / "config.json").exists():
+        return
+    found = checkpoints(path / "checkpoints")
+    if found:
+        raise ConfigError(f"adapter={path}: this is a training run's directory, not a checkpoint; its newest "
+                          f"checkpoint is adapter={found[0]}")
+    if (path / ".hydra").is_dir():
+        raise ConfigError(f"adapter={path}: this is a training run's directory and it has no checkpoint yet")
+
+
 RUN_KEYS = ("env", "reward", "algorithm.sampling.max_new_tokens", "algorithm.sampling.max_context_tokens")
 
 
@@ -349,6 +381,7 @@ def with_run_config(cfg: DictConfig, run_config: str | None, user_keys: set[str]
 
         if not Path(adapter).is_dir():
             raise ConfigError(f"adapter={adapter}: no such directory")
+        _not_a_run_dir(Path(adapter))
     if run_config:
         run = OmegaConf.load(run_config)
         if OmegaConf.select(run, "env.envs_per_rank") is not None:

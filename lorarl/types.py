@@ -15,7 +15,8 @@ class RolloutBatch:
     attention_mask: bool  [B, T]  real tokens (False on right padding)
     action_mask:    bool  [B, T]  tokens sampled by the policy: the only ones trained on (none in an
                                   episode the env failed, outcome env_error)
-    old_logprobs:   float [B, T]  log p(x_t | x_<t) recorded at sampling time (0 off actions)
+    old_logprobs:   float [B, T]  log p(x_t | x_<t) recorded at sampling time (0 off actions); the
+                                  training forward must reproduce them (the logprob check)
     rewards:        float [B]     episode return from the env outcome table
     group_ids:      long  [B]     task index: episodes of one task share it (GRPO groups); an
                                   env_error episode has a negative group of its own

@@ -41,7 +41,7 @@ from envs.db_bench.database import Database, DatabaseError, DBLimits, Table
 from envs.db_bench.judge import Reference, reference
 from envs.db_bench.protocol import ACKNOWLEDGEMENT, INSTRUCTIONS, parse_reply
 from envs.db_bench.tasks import ANSWER_RULES, Task, answers_match, load_agentbench, load_lifelong
-from envs.task_env import EnvFailure, TaskEnv, check_task_args, positive
+from envs.task_env import EnvFailure, TaskEnv, check_task_args, positive, skill_names
 
 _LOADERS = {"agentbench": load_agentbench, "lifelong": load_lifelong}
 
@@ -50,6 +50,7 @@ class DBBenchEnv(TaskEnv):
     def __init__(self, source: str = "generator", path: str | None = None, skills: list[str] | None = None,
                  max_rounds: int = 15, max_observation_chars: int = 800, query_timeout_s: float = 2.0,
                  answer_rule: str = "agentbench", prompt_format: str = "text", limits: dict | None = None):
+        skills = skill_names(skills)
         check_task_args(source, path, skills, generator.SKILLS, prompt_format)
         positive("max_rounds", max_rounds, integer=True)
         positive("max_observation_chars", max_observation_chars, integer=True)

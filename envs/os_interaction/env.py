@@ -51,7 +51,7 @@ from envs.os_interaction.protocol import chat_turns, clean_output, first_observa
 from envs.os_interaction.sandbox import Sandbox, SandboxDied, SandboxLimits, SandboxUnavailable, max_open_files, probe
 from envs.os_interaction.tasks import (OSTask, descriptor_refusal, load_agentbench, load_lifelong, match_answer,
                                        needs_answer, reads_answer)
-from envs.task_env import TaskEnv, check_task_args, positive
+from envs.task_env import TaskEnv, check_task_args, positive, skill_names
 
 SHELL_RESET = "A new shell starts with your next command: files are kept, variables and the working directory are reset."
 
@@ -61,6 +61,7 @@ class OSInteractionEnv(TaskEnv):
                  skills: list[str] | None = None, max_rounds: int = 8, max_observation_chars: int = 800,
                  command_timeout_s: float = 30.0, judge_timeout_s: float = 120.0, limits: dict | None = None,
                  unsafe: bool = False, one_shot: bool = True, prompt_format: str = "text"):
+        skills = skill_names(skills)
         check_task_args(source, path, skills, generator.SKILLS, prompt_format)
         positive("max_rounds", max_rounds, integer=True)
         positive("max_observation_chars", max_observation_chars, integer=True)

@@ -27,4 +27,4 @@ class PeriodicEvaluation(L.Callback):
                                           module.any_rank)
         metrics = episode_metrics(episodes)
         self.history.append({"iteration": done, "episodes": len(episodes), **metrics})
-        log_synced(module, prefixed("eval", metrics), len(episodes), on_step=False)
+        log_synced(module, {**prefixed("eval", metrics), "step": float(done)}, len(episodes), on_step=False)

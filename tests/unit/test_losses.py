@@ -65,3 +65,5 @@ def test_explained_variance():
     r = t(1.0, 2.0, 3.0)
     assert losses.explained_variance(r, r, mask).item() == pytest.approx(1.0)
     assert losses.explained_variance(t(2.0, 2.0, 2.0), r, mask).item() == pytest.approx(0.0)
+    same = t(1.0, 1.0, 1.0)  # every return equal: nothing to explain, 0 (not -1e6)
+    assert losses.explained_variance(t(0.0, 5.0, -3.0), same, mask).item() == 0.0

@@ -126,10 +126,13 @@ def test_env_steps_run_in_parallel_and_a_slow_env_delays_only_its_episode(tiny_t
 
 
 def test_rollouts_are_reproducible_with_parallel_steps(tiny_tokenizer, tiny_lm, defaults):
-    """Rounds do not depend on which thread finishes first: same seed, same episodes."""
+    """By default rounds wait for every live episode: whichever env is slow, and by how much (here
+    far past what a straggler timeout would wait), the same seed gives the same episodes, with the
+    same sampling-time logprobs to the last bit."""
     policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
     runs = []
-    for delays in ([0.0, 0.05, 0.0, 0.02], [0.03, 0.0, 0.01, 0.0]):
+    for delays in ([0.0, 0.05, 0.0, 0.02], [0.3, 0.0, 0.01, 0.0], [0.0, 0.0, 0.25, 0.3]):
         torch.manual_seed(0)
-        runs.append([e.token_ids for e in _collector(tiny_tokenizer, defaults, delays).collect(policy, [5, 6, 7, 8], [0, 1, 2, 3])])
-    assert runs[0] == runs[1]
+        got = _collector(tiny_tokenizer, defaults, delays).collect(policy, [5, 6, 7, 8], [0, 1, 2, 3])
+        runs.append([(e.token_ids, e.logprobs) for e in got])
+    assert runs[0] == runs[1] == runs[2]

@@ -104,6 +104,14 @@ CASES = [  # (overrides, the key the one-line message must name)
     (f"{OS} env.kwargs.source=agentbench env.kwargs.path={{bad}}/os_missing.json", "'evaluation'"),
     (f"{OS} env.kwargs.source=lifelong env.kwargs.path={{bad}}/os_lifelong_missing.json", "missing field"),
     (f"{OS} env.kwargs.source=agentbench env.kwargs.path={{bad}}/os_bad_script.json", "check/absent.py"),
+    ("trainer.seed=-1", "trainer.seed"),
+    ("trainer.threads=0", "trainer.threads"),
+    ("env.straggler_timeout_s=-1", "env.straggler_timeout_s"),
+    ("trainer.save_every=3", "trainer.checkpoint_every"),  # other trainers' words lead to lorarl's keys
+    ("algorithm.learning_rate=0.1", "algorithm.optim.lr"),
+    ("env.kwargs.path={bad}/db_not_json.jsonl", "set source=agentbench or source=lifelong"),  # not silently ignored
+    ("resume={bad}/no_such_checkpoint", "no such checkpoint directory"),
+    ("model=qwen2.5-0.5b-random model.lora.rank=100000", "use at most 128"),  # refused on the skeleton, before weights
 ]
 if not torch.cuda.is_available():
     CASES.append(("trainer.accelerator=gpu", "trainer.accelerator"))
@@ -172,14 +180,26 @@ def test_schema_does_not_import_lightning():
         (["strategy=deepspeed_stage_2"], "strategy.name=deepspeed_stage_2: DeepSpeed needs CUDA"),
         (["model.lora.rnak=3"], "model.lora.rnak: no such key"),
         (["model.lora.target_modules=[nope_proj]"], "matches no module of this model"),
+        (["model=qwen2.5-0.5b-random", "model.lora.rank=100000"], "model.lora.rank=100000 is invalid"),
     ],
 )
 def test_cli_errors_are_one_line_with_nonzero_exit(args, needle, tmp_path):
-    proc = run_train(args + [f"hydra.run.dir={tmp_path}"])
+    run = tmp_path / "run"
+    proc = run_train(args + [f"hydra.run.dir={run}"])
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines and needle in lines[-1] and lines[-1].startswith("config error:"), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+    assert not run.exists()  # a run that never started leaves no directory
+
+
+def test_one_generator_skill_may_be_named_alone():
+    import gymnasium as gym
+
+    for env_id in ("lorarl/DBBench-v0",):
+        env = gym.make(env_id, skills="count")
+        assert env.unwrapped.skills == ("count",) and env.reset(seed=0)[1]["task_type"] == "count"
+        env.close()
 
 
 def test_evaluation_takes_the_runs_env_even_from_an_older_run(tmp_path):
