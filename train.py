@@ -4,6 +4,7 @@
     python train.py env=db_bench algorithm=grpo model.path=Qwen/Qwen2.5-0.5B-Instruct
     python train.py stage=sft sft.data=transcripts.jsonl   # supervised warm start, same adapter format
     python train.py run_name=exp1                      # re-run: resumes from runs/exp1/checkpoints
+    python train.py experiment=db_count_warmstart      # a whole recipe (conf/experiment/): SFT, then RL
 
 Wiring only: compose and validate the config, build the run, fit.
 """
@@ -39,6 +40,11 @@ def main(cfg: DictConfig) -> None:
 
         from lorarl.factory import build_run
 
+        if config.stage == "warmstart":
+            from lorarl.pipeline import warmstart
+
+            warmstart(config, run_dir)
+            return
         trainer, module, ckpt_path = build_run(config, run_dir)
         if ckpt_path:
             logging.getLogger("lorarl").info("resuming from %s", ckpt_path)

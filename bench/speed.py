@@ -2,14 +2,17 @@
 
   rollout tokens/s, adapter merged vs unmerged, at batch 1/16/64 (generation only)
   train tokens/s and peak memory, LoRA vs full fine-tuning (forward + backward + optimizer step)
-  seconds per PPO iteration on db_bench (collect + update)
+  seconds per PPO iteration on db_bench (collect + update), merged vs unmerged rollouts
 
-    python bench/speed.py                                    # tiny model, CPU, < 3 minutes
+    python bench/speed.py                                    # tiny model, CPU, 2 threads, < 4 minutes
     python bench/speed.py --model qwen2.5-0.5b-random --device cuda --new-tokens 256 --seq 1024
     python bench/speed.py --model qwen2.5-1.5b-random --device cuda --precision bf16-true
 
-Prints tables and appends a JSON line to bench/results.jsonl. Models come from conf/model/ (the
-Qwen presets are the real architectures with random weights: nothing is downloaded).
+Arms are interleaved (A, B, A, B) over ``--repeats`` rounds and each table gives min and median:
+on a shared machine a slow spell then hits every arm alike. The thread count is pinned
+(``--threads``) and printed. Training arms run in fresh processes (their peak memory is their
+own). Prints tables and appends a JSON line to bench/results.jsonl. Models come from conf/model/
+(the Qwen presets are the real architectures with random weights: nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -28,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bench.common import record, table  # noqa: E402
+from bench.common import in_fresh_process, interleaved, pin_threads, record, spread, table  # noqa: E402
 
 
 def compose(overrides):
@@ -66,23 +69,33 @@ def rollout_rows(args, dtype) -> list[dict]:
     policy.eval()
     sampling = replace(config.algorithm.sampling, max_new_tokens=args.new_tokens)
     never = tok.convert_tokens_to_ids("<|im_start|>")  # as end-of-sequence: rows run the full length
+    compiled = replace(sampling, cache="static", compile=True)
     rows = []
-    for batch in (1, 16, 64):
+    for batch in map(int, args.batches.split(",")):
         ids = torch.randint(0, 256, (batch, args.prompt), device=args.device)
         mask = torch.ones_like(ids)
-        result = {"batch": batch}
-        for mode in ("unmerged", "merged"):
-            best = 0.0
-            for _ in range(args.repeats):
-                sync(args.device)
-                start = time.perf_counter()
-                with merged_for_inference(policy.lm) if mode == "merged" else torch.no_grad():
-                    gen = policy.generate(ids, mask, sampling, never, tok.pad_token_id)
-                sync(args.device)
-                best = max(best, float(gen.lengths.sum()) / (time.perf_counter() - start))
-            result[f"{mode}_tok_s"] = round(best, 1)
-        result["merged_vs_unmerged"] = round(result["merged_tok_s"] / result["unmerged_tok_s"], 2)
-        rows.append(result)
+
+        def tokens_per_s(merged: bool, how=sampling) -> float:
+            sync(args.device)
+            start = time.perf_counter()
+            with merged_for_inference(policy.lm) if merged else torch.no_grad():
+                gen = policy.generate(ids, mask, how, never, tok.pad_token_id)
+            sync(args.device)
+            return float(gen.lengths.sum()) / (time.perf_counter() - start)
+
+        arms = {"unmerged": lambda: tokens_per_s(False), "merged": lambda: tokens_per_s(True)}
+        if args.static_compile:
+            tokens_per_s(True, compiled)  # compile once, outside the measurements
+            arms["merged_static_compiled"] = lambda: tokens_per_s(True, compiled)
+        got = interleaved(arms, args.repeats)
+        row = {"batch": batch}
+        for mode, values in got.items():
+            row[f"{mode}_tok_s_max"], row[f"{mode}_tok_s_median"] = round(max(values), 1), round(statistics.median(values), 1)
+        row["merged_vs_unmerged_median"] = round(statistics.median(got["merged"]) / statistics.median(got["unmerged"]), 2)
+        if args.static_compile:
+            row["compiled_vs_unmerged_median"] = round(
+                statistics.median(got["merged_static_compiled"]) / statistics.median(got["unmerged"]), 2)
+        rows.append(row)
     return rows
 
 
@@ -99,7 +112,7 @@ def train_once(args) -> dict:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
-    for step in range(args.repeats + 1):
+    for step in range(args.steps + 1):
         sync(args.device)
         start = time.perf_counter()
         out = policy(ids, mask)
@@ -111,20 +124,28 @@ def train_once(args) -> dict:
             times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if args.device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"tok_s": round(args.batch * args.seq / min(times), 1), "peak_mib": round(peak / 2**20, 1),
+    return {"tok_s": args.batch * args.seq / statistics.median(times), "peak_mib": round(peak / 2**20, 1),
             "trainable_params": sum(p.numel() for p in params)}
 
 
 def train_rows(args) -> list[dict]:
-    rows = []
-    for name, rank in (("LoRA", args.rank), ("full fine-tuning", 0)):
-        cmd = [sys.executable, __file__, "--train-once", "--rank", str(rank), "--model", args.model, "--device",
-               args.device, "--precision", args.precision, "--batch", str(args.batch), "--seq", str(args.seq),
-               "--repeats", str(args.repeats)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        rows.append({"mode": name, **json.loads(out)})
-    rows[0]["tok_s_vs_full"] = round(rows[0]["tok_s"] / rows[1]["tok_s"], 2)
-    rows[0]["memory_vs_full"] = round(rows[0]["peak_mib"] / rows[1]["peak_mib"], 2)
+    runs: dict[str, list[dict]] = {}
+
+    def arm(name: str, rank: int):
+        def measure() -> float:
+            got = in_fresh_process(__file__, ["--train-once", "--rank", str(rank), "--model", args.model, "--device",
+                                              args.device, "--precision", args.precision, "--batch", str(args.batch),
+                                              "--seq", str(args.seq), "--steps", "3", "--threads", str(args.threads)])
+            runs.setdefault(name, []).append(got)
+            return got["tok_s"]
+        return measure
+
+    tok_s = interleaved({"LoRA": arm("LoRA", args.rank), "full fine-tuning": arm("full fine-tuning", 0)}, args.rounds)
+    rows = [{"mode": name, **{f"tok_s_{k}": v for k, v in spread(values, 1).items()},
+             "peak_mib_median": statistics.median(r["peak_mib"] for r in runs[name]),
+             "trainable_params": runs[name][0]["trainable_params"]} for name, values in tok_s.items()]
+    rows[0]["tok_s_vs_full"] = round(rows[0]["tok_s_median"] / rows[1]["tok_s_median"], 2)
+    rows[0]["memory_vs_full"] = round(rows[0]["peak_mib_median"] / rows[1]["peak_mib_median"], 2)
     rows[1]["tok_s_vs_full"] = rows[1]["memory_vs_full"] = 1.0
     return rows
 
@@ -132,28 +153,35 @@ def train_rows(args) -> list[dict]:
 def ppo_rows(args) -> list[dict]:
     import tempfile
 
+    import lightning as L
+
     import envs  # noqa: F401
     from lorarl.factory import build_run
 
-    rows = []
-    for merged in ("false", "null"):
+    def seconds_per_iteration(merged: str) -> float:
         config = compose([f"model={args.model}", "trainer.iterations=3", "trainer.checkpoint_every=0",
-                          "trainer.progress_bar=false", "logger.tensorboard=false",
+                          "trainer.progress_bar=false", "logger.tensorboard=false", f"trainer.threads={args.threads}",
                           "precision=" + ('"32"' if args.precision == "32-true" else args.precision),
                           f"algorithm.envs_per_rank={args.ppo_envs}", f"algorithm.sampling.merge_adapter={merged}",
                           f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}"])
         trainer, module, _ = build_run(config, tempfile.mkdtemp())
         seconds = []
 
-        class Timer(__import__("lightning").Callback):
+        class Timer(L.Callback):
             def on_train_epoch_end(self, trainer, module):
-                seconds.append(module.last_stats["perf/iteration_s"])
+                seconds.append({k[5:]: v for k, v in module.last_stats.items() if k.startswith("perf/") and k.endswith("_s")})
 
         trainer.callbacks.append(Timer())
         trainer.fit(module)
-        rows.append({"strategy": "auto", "merged_rollouts": merged != "false", "episodes": args.ppo_envs,
-                     "s_per_iteration": round(min(seconds[1:]), 2)})
-    return rows
+        parts[merged] = {k: statistics.median(s[k] for s in seconds[1:]) for k in seconds[-1]}  # the first warms up
+        return parts[merged]["iteration_s"]
+
+    parts: dict[str, dict] = {}
+    got = interleaved({"unmerged": lambda: seconds_per_iteration("false"), "merged": lambda: seconds_per_iteration("null")},
+                      args.rounds)
+    return [{"rollouts": name, "episodes": args.ppo_envs, **{f"s_per_iteration_{k}": v for k, v in spread(values, 2).items()},
+             **{f"{k}": round(v, 2) for k, v in parts["false" if name == "unmerged" else "null"].items() if k != "iteration_s"}}
+            for name, values in got.items()]
 
 
 def main():
@@ -166,25 +194,39 @@ def main():
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="rounds of the in-process rollout measurements")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the fresh-process (train, PPO) measurements")
+    p.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads, pinned")
     p.add_argument("--ppo-envs", type=int, default=16)
+    p.add_argument("--parts", default="rollout,train,ppo", help="which tables to measure")
+    p.add_argument("--batches", default="1,16,64", help="rollout batch sizes")
+    p.add_argument("--static-compile", action="store_true", help="also merged + static KV cache + torch.compile")
     p.add_argument("--train-once", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     from lorarl.logs import quiet_console
 
     quiet_console(progress_bar=False)
+    threads = pin_threads(args.threads)
     if args.train_once:
         print(json.dumps(train_once(args)))
         return
     dtype = torch.bfloat16 if args.precision == "bf16-true" else torch.float32
-    where = f"{args.model}, {args.device}, {args.precision}"
-    rollout = rollout_rows(args, dtype)
-    print(table(rollout, f"rollout tokens/s, prompt {args.prompt}, {args.new_tokens} new tokens ({where})"))
-    train = train_rows(args)
-    print(table(train, f"train fwd+bwd+step, batch {args.batch} x {args.seq} tokens ({where})"))
-    ppo = ppo_rows(args)
-    print(table(ppo, f"seconds per PPO iteration, db_bench ({where})"))
-    record("speed", {"args": vars(args), "rollout": rollout, "train": train, "ppo": ppo})
+    where = f"{args.model}, {args.device}, {args.precision}, {threads} threads, arms interleaved"
+    parts = args.parts.split(",")
+    results = {}
+    if "rollout" in parts:
+        results["rollout"] = rollout_rows(args, dtype)
+        print(table(results["rollout"], f"rollout tokens/s, prompt {args.prompt}, {args.new_tokens} new tokens ({where})"),
+              flush=True)
+    if "train" in parts:
+        results["train"] = train_rows(args)
+        print(table(results["train"], f"train fwd+bwd+step, batch {args.batch} x {args.seq} tokens ({where})"), flush=True)
+    if "ppo" in parts:
+        results["ppo"] = ppo_rows(args)
+        print(table(results["ppo"], f"seconds per PPO iteration and where they go, db_bench ({where}, {args.rounds} rounds)"),
+              flush=True)
+    record("speed", {"args": vars(args), **results})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from lorarl.metrics import episode_metrics, per_task_type
 from lorarl.policy import Policy
 from lorarl.rewards import OUTCOMES
 from lorarl.rollout import Episode, RolloutCollector
+from lorarl.stats import mcnemar_exact, paired_bootstrap, pass_at_k, wilson_interval
+from lorarl.transcript_page import write_page
 
 
 class EvalError(ValueError):
@@ -28,19 +30,22 @@ class EvalError(ValueError):
 
 @dataclass
 class EvalSpec:
-    num_samples: int  # episodes (generated len(collector.envs) at a time)
+    num_samples: int  # tasks (episodes generated len(collector.envs) at a time)
     seed: int  # task seeds: seed + i (kept away from training's seed range)
     by_task_index: bool = False  # walk a task file in order (task i = episode i) instead of seeding
+    samples_per_task: int = 1  # episodes per task (pass@k); more than 1 needs sampling, not greedy
 
 
 def evaluate_policy(policy: Policy, collector: RolloutCollector, spec: EvalSpec, synced_gpus: bool = False,
                     any_rank_active=bool) -> tuple[list[Episode], float]:
-    """Run spec.num_samples episodes; (episodes, generated tokens/s). Sharded policies pass the
-    rank sync (``RLModule.any_rank``) so every rank joins every generation."""
+    """Run ``samples_per_task`` episodes of each of ``num_samples`` tasks; (episodes, generated
+    tokens/s). An episode's ``group_id`` is its task. Sharded policies pass the rank sync
+    (``RLModule.any_rank``) so every rank joins every generation."""
     n_envs = len(collector.envs)
+    tasks = [i for i in range(spec.num_samples) for _ in range(spec.samples_per_task)]
     episodes, tokens, start = [], 0, time.perf_counter()
-    for first in range(0, spec.num_samples, n_envs):
-        ids = list(range(first, min(first + n_envs, spec.num_samples)))
+    for first in range(0, len(tasks), n_envs):
+        ids = tasks[first:first + n_envs]
         opts = [{"task_index": i} for i in ids] if spec.by_task_index else None
         batch = collector.collect(policy, [spec.seed + i for i in ids], ids, synced_gpus, any_rank_active, opts)
         episodes += batch
@@ -52,22 +57,83 @@ def summarize(episodes: list[Episode], tokens_per_s: float) -> dict:
     return {"episodes": len(episodes), "tokens_per_s": tokens_per_s, **episode_metrics(episodes)}
 
 
+def confidence(episodes: list[Episode]) -> dict:
+    """95% Wilson intervals of the success rates (overall and per task type), and pass@1 and
+    pass@k over tasks (k = episodes per task) with the Wilson interval of the tasks solved at
+    least once."""
+    by_task = successes_by_task(episodes)
+    k = min(len(v) for v in by_task.values()) if by_task else 1
+    wins = sum(e.outcome == "correct" for e in episodes)
+    intervals = {"success_rate": wilson_interval(wins, len(episodes))}
+    for t in sorted({e.task_type for e in episodes}):
+        mine = [e for e in episodes if e.task_type == t]
+        intervals[f"success_rate/{t}"] = wilson_interval(sum(e.outcome == "correct" for e in mine), len(mine))
+    solved = sum(any(v) for v in by_task.values())
+    out = {"intervals": intervals, "k": k, "tasks": len(by_task),
+           "pass@1": sum(pass_at_k(len(v), sum(v), 1) for v in by_task.values()) / max(len(by_task), 1)}
+    if k > 1:
+        out[f"pass@{k}"] = sum(pass_at_k(len(v), sum(v), k) for v in by_task.values()) / max(len(by_task), 1)
+        intervals[f"pass@{k}"] = wilson_interval(solved, len(by_task))
+    return out
+
+
+def successes_by_task(episodes: list[Episode]) -> dict[int, list[bool]]:
+    by_task: dict[int, list[bool]] = {}
+    for e in episodes:
+        by_task.setdefault(e.group_id, []).append(e.outcome == "correct")
+    return by_task
+
+
+def paired(a: list[Episode], b: list[Episode]) -> dict:
+    """Model a against model b on the same tasks and seeds. One episode per task: McNemar's exact
+    test on the discordant pairs; several: a paired bootstrap over tasks."""
+    ta, tb = successes_by_task(a), successes_by_task(b)
+    common = sorted(set(ta) & set(tb))
+    if all(len(ta[i]) == 1 and len(tb[i]) == 1 for i in common):
+        only_a = sum(ta[i][0] and not tb[i][0] for i in common)
+        only_b = sum(tb[i][0] and not ta[i][0] for i in common)
+        return {"test": "mcnemar_exact", "tasks": len(common), "only_this_correct": only_a, "only_other_correct": only_b,
+                "difference": (only_a - only_b) / max(len(common), 1), "p_value": mcnemar_exact(only_a, only_b)}
+    rates = lambda t: [sum(t[i]) / len(t[i]) for i in common]  # noqa: E731
+    boot = paired_bootstrap(rates(ta), rates(tb))
+    return {"test": "paired_bootstrap", "tasks": len(common), **boot}
+
+
 def episode_records(episodes: list[Episode]) -> list[dict]:
-    return [{"seed": e.seed, "task_type": e.task_type, "outcome": e.outcome, "reward": e.reward,
+    return [{"task": e.group_id, "seed": e.seed, "task_type": e.task_type, "outcome": e.outcome, "reward": e.reward,
              "turns": e.turns, "prompt_turns": e.prompt_turns, "transcript": e.messages} for e in episodes]
 
 
 def format_table(results: dict[str, dict]) -> str:
-    """Side-by-side text table: one column per evaluated model."""
+    """Side-by-side text table: one column per evaluated model; success rates with their 95%
+    interval; the paired test of the first model against each other one."""
     names = list(results)
+
+    def rate(r: dict, key: str) -> str:
+        lo, hi = r["confidence"]["intervals"].get(key, (float("nan"), float("nan")))
+        return f"{r[key]:.3f} [{lo:.2f},{hi:.2f}]" if key in r else "-"
+
     types = sorted({t for r in results.values() for t in per_task_type(r)})
-    rows = [("success_rate", [f"{r['success_rate']:.3f}" for r in results.values()])]
-    rows += [(f"  {t}", [f"{per_task_type(r).get(t, float('nan')):.3f}" for r in results.values()]) for t in types]
+    rows = [("success_rate (95% CI)", [rate(r, "success_rate") for r in results.values()])]
+    rows += [(f"  {t}", [rate(r, f"success_rate/{t}") for r in results.values()]) for t in types]
+    k = next(iter(results.values()))["confidence"]["k"]
+    if k > 1:
+        rows.append((f"pass@{k}", [f"{r['confidence'][f'pass@{k}']:.3f}" for r in results.values()]))
     rows += [(f"outcome/{o}", [f"{r[f'outcome/{o}']:.3f}" for r in results.values()]) for o in OUTCOMES]
-    rows += [(k, [f"{r[k]:.3g}" for r in results.values()]) for k in ("reward_mean", "turns_mean", "tokens_per_s")]
-    width = max(len(n) for n in names + ["x" * 10]) + 2
-    head = f"{'metric':28s}" + "".join(f"{n[-width + 2:]:>{width}s}" for n in names)
+    rows += [(key, [f"{r[key]:.3g}" for r in results.values()]) for key in ("reward_mean", "turns_mean", "tokens_per_s")]
+    rows += [("paired p-value vs first", [f"{r['paired'][names[0]]['p_value']:.3g}" if names[0] in r.get("paired", {})
+                                           else "-" for r in results.values()])] if len(names) > 1 else []
+    width = max(len(_label(n)) for n in names + ["x" * 22]) + 2
+    head = f"{'metric':28s}" + "".join(f"{_label(n):>{width}s}" for n in names)
     return "\n".join([head] + [f"{k:28s}" + "".join(f"{v:>{width}s}" for v in vals) for k, vals in rows])
+
+
+def _label(name: str) -> str:
+    """A short column name: "base", or the checkpoint's run and directory (runs/x/checkpoints/iter_10 -> x/iter_10)."""
+    if name == "none":
+        return "base"
+    path = Path(name)
+    return f"{path.parent.parent.name}/{path.name}" if path.parent.name == "checkpoints" else path.name or name
 
 
 # ---- evaluate.py -------------------------------------------------------------------------------
@@ -136,9 +202,9 @@ def run_evaluation(config) -> dict[str, dict]:
     from lorarl.models import load_pretrained_model
     from lorarl.tokenizer import load_tokenizer
 
-    spec = EvalSpec(config.num_samples, config.seed, config.by_task_index)
-    envs = build_envs(config.env, min(config.batch_size, config.num_samples))
-    results = {}
+    spec = EvalSpec(config.num_samples, config.seed, config.by_task_index, config.num_samples_per_task)
+    envs = build_envs(config.env, min(config.batch_size, config.num_samples * config.num_samples_per_task))
+    results, played = {}, {}
     for name in models_to_evaluate(config):
         if config.mode in ("merge", "both") and name != "none":
             tok, merged = _load(name, config, merge=True)
@@ -153,18 +219,48 @@ def run_evaluation(config) -> dict[str, dict]:
             tok, lm = _load(name, config, merge=False)
         collector = make_collector(config.env, envs, tok, config.algorithm.sampling, config.reward)
         policy = Policy(lm.eval(), with_value_head=False, keep_reference=False).eval()
+        torch.manual_seed(config.seed)  # every model samples from the same stream (pairs stay comparable)
         episodes, tps = evaluate_policy(policy, collector, spec)
-        results[name] = summarize(episodes, tps)
-        report = _report_path(name, config)
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps({"model": name, "config": asdict(config), "metrics": results[name],
-                                      "episodes": episode_records(episodes)}, indent=2, default=str))
-        _log_tensorboard(config.log_dir, name, results[name])
+        results[name] = {**summarize(episodes, tps), "confidence": confidence(episodes)}
+        played[name] = episodes
     for env in envs:
         env.close()
+    names = list(results)
+    for name in names[1:]:  # the first model (the adapter) against each other, on the same tasks
+        results[name]["paired"] = {names[0]: paired(played[names[0]], played[name])}
+        results[names[0]].setdefault("paired", {})[name] = paired(played[names[0]], played[name])
+    for name in names:
+        report = _report_path(name, config)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        metrics = {k: v for k, v in results[name].items() if k not in ("confidence", "paired")}
+        report.write_text(json.dumps({"model": name, "config": asdict(config), "metrics": metrics,
+                                      "confidence": results[name]["confidence"], "paired": results[name].get("paired", {}),
+                                      "episodes": episode_records(played[name])}, indent=2, default=str))
+        _log_tensorboard(config.log_dir, name, metrics)
     if results:
         print(format_table(results))
+        page = _report_path(names[0], config).with_suffix(".html")
+        write_page(page, played, f"lorarl evaluation: {config.env.id}", {n: _label(n) for n in names},
+                   _summary_rows(results))
+        print(f"transcripts: {page}")
     return results
+
+
+def _summary_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
+    names = list(results)
+    rows = []
+    for key in ("success_rate", *sorted({k for r in results.values() for k in r["confidence"]["intervals"]} - {"success_rate"})):
+        cells = []
+        for r in results.values():
+            lo, hi = r["confidence"]["intervals"].get(key, (float("nan"), float("nan")))
+            value = r.get(key, r["confidence"].get(key.split("/")[0] if key.startswith("pass@") else key, float("nan")))
+            cells.append(f"{value:.3f} [{lo:.2f}, {hi:.2f}]")
+        rows.append((f"{key} (95% CI)", cells))
+    if len(names) > 1:
+        rows.append((f"paired test vs {_label(names[0])}", [
+            "-" if n == names[0] else f"{r['paired'][names[0]]['test']}: p={r['paired'][names[0]]['p_value']:.3g}"
+            for n, r in results.items()]))
+    return rows
 
 
 def _report_path(name: str, config) -> Path:

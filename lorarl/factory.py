@@ -19,7 +19,7 @@ import lightning as L
 import torch
 
 from lorarl import checkpointing as ckpt
-from lorarl.callbacks import AdapterCheckpoint, IterationLog, IterationProgress, PeriodicEvaluation
+from lorarl.callbacks import AdapterCheckpoint, IterationLog, IterationProgress, PeriodicEvaluation, RunSummary
 from lorarl.callbacks.progress import RL_FIELDS, SFT_FIELDS
 from lorarl.environments import build_envs, make_collector
 from lorarl.evaluation import EvalSpec
@@ -143,7 +143,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list,
         purge = resumed_step(resume_from, sft)
         logger = TensorBoardLogger(str(run_dir), name=config.logger.name, version="",
                                    **({"purge_step": purge} if purge is not None else {}))
-    callbacks = [*callbacks, IterationLog(epochs, sft)]
+    random_model = not (config.model.path or config.model.lora.lora_path)
+    callbacks = [*callbacks, IterationLog(epochs, sft), RunSummary(run_dir, bool(config.logger.tensorboard), sft, random_model)]
     if tr.progress_bar:
         callbacks.append(IterationProgress(epochs, SFT_FIELDS if sft else RL_FIELDS, "epochs" if sft else "iterations"))
     return L.Trainer(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -27,6 +28,7 @@ from lorarl.metrics import episode_metrics, log_synced, prefixed
 from lorarl.policy import Policy
 from lorarl.rollout import Episode, RolloutCollector, format_transcript
 from lorarl.sharding import ShardingPlan
+from lorarl.transcript_page import write_page
 
 
 @dataclass
@@ -88,19 +90,22 @@ class RLModule(L.LightningModule):
         rollout_s = time.perf_counter() - t0
         data = self.collector.batch(episodes).to(self.device)
         temperature = self.loop.temperature
-        self.policy.eval()  # old values and logprobs are the eval-mode (no dropout) policy's
+        t_prep = time.perf_counter()  # still in eval mode: old values and logprobs are the no-dropout policy's
         targets, prep_stats = ppo.prepare(self.policy, data, self.spec, self.advantage_state, temperature,
                                           self.loop.logprob_tolerance, self.mean_over_ranks)
         self.policy.train()
         t1 = time.perf_counter()
-        train_stats, train_tokens = ppo.update(self.policy, data, targets, self.spec, temperature, self._step)
+        train_stats, train_tokens = ppo.update(self.policy, data, targets, self.spec, temperature, self._step,
+                                               self.loop.logprob_tolerance)
         stats = {**prefixed("rollout", episode_metrics(episodes)), **prep_stats, **train_stats,
                  "perf/rollout_tokens_per_s": data.num_action_tokens / max(rollout_s, 1e-9),
                  "perf/train_tokens_per_s": train_tokens / max(time.perf_counter() - t1, 1e-9),
                  "perf/iteration_s": time.perf_counter() - t0,
+                 "perf/rollout_s": rollout_s, **{f"perf/{k}": v for k, v in self.collector.timing.items()},
+                 "perf/prepare_s": t1 - t_prep, "perf/update_s": time.perf_counter() - t1,
                  "iteration": float(iteration)}
         # TensorBoard's x-axis is the iteration (1-based, as in train.log and checkpoint names)
-        log_synced(self, {**stats, "step": float(iteration + 1)}, len(episodes), on_step=True)
+        log_synced(self, stats, step=iteration + 1)
         self.last_stats, self.last_episodes = stats, episodes
         self._log_transcripts(iteration, episodes)
 
@@ -125,14 +130,12 @@ class RLModule(L.LightningModule):
     @contextlib.contextmanager
     def sampling_mode(self):
         """Eval mode (no dropout: old logprobs are the eval-mode policy's) inside the strategy's
-        generation context (ZeRO-3 gathers), with the adapter merged when asked; train mode after."""
+        generation context (ZeRO-3 gathers), with the adapter merged when asked. The policy stays
+        in eval mode after: the update sets train mode itself."""
         self.policy.eval()
         merged = merged_for_inference(self.policy.lm) if self.loop.merge_adapter else contextlib.nullcontext()
-        try:
-            with self.sharding.generation_context(self.policy), merged:
-                yield
-        finally:
-            self.policy.train()
+        with self.sharding.generation_context(self.policy), merged:
+            yield
 
     # ---- across ranks ------------------------------------------------------------------
     def any_rank(self, flag: bool) -> bool:
@@ -152,14 +155,17 @@ class RLModule(L.LightningModule):
 
     # ---- transcripts and checkpoint state ----------------------------------------------
     def _log_transcripts(self, iteration: int, episodes: list[Episode]) -> None:
-        every, logger = self.loop.transcripts_every, self.logger
-        if not every or iteration % every or self.global_rank != 0 or logger is None:
+        """Every ``transcripts_every`` iterations: the first episodes as TensorBoard text, and as a
+        page to read in a browser (runs/<run>/transcripts/iter_N.html)."""
+        every = self.loop.transcripts_every
+        if not every or iteration % every or self.global_rank != 0:
             return
-        add_text = getattr(logger.experiment, "add_text", None)
-        if add_text is None:
-            return
-        for k, ep in enumerate(episodes[: self.loop.transcripts_count]):
+        shown = episodes[: self.loop.transcripts_count]
+        add_text = getattr(getattr(self.logger, "experiment", None), "add_text", None)
+        for k, ep in enumerate(shown if add_text else []):
             add_text(f"transcripts/{k}", format_transcript(ep), iteration + 1)
+        page = Path(self.trainer.default_root_dir) / "transcripts" / f"iter_{iteration + 1:06d}.html"
+        write_page(page, {f"iteration {iteration + 1}": shown}, f"lorarl training: iteration {iteration + 1}")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = trainable_only(self, checkpoint["state_dict"])

@@ -44,6 +44,7 @@ class PPOSpec:
     entropy_coef: float
     kl_coef: float  # weight of KL(policy || base)
     kl_estimator: str  # k1 | k2 | k3
+    kl_metric_episodes: int  # with kl_coef 0: episodes whose KL to the base is measured for the log (0: none)
     value_coef: float
     value_clip: Optional[float]
     gamma: float
@@ -81,11 +82,12 @@ class Targets:
     ref_logprobs: torch.Tensor  # log p of the base model (adapter disabled); the policy's own without one
     # log p of the policy before the update, recomputed by the training forward over the whole
     # batch in a fixed order: PPO's ratio is taken against these, not against sampling's, which
-    # depend (in the last bits) on which episodes happened to be generated together.
-    logprobs: torch.Tensor
+    # depend (in the last bits) on which episodes happened to be generated together. None: the
+    # update's own forward gives them (``one_pass``).
+    logprobs: Optional[torch.Tensor]
 
     def rows(self, index: torch.Tensor, width: int) -> "Targets":
-        return Targets(*(getattr(self, f.name)[index, :width] for f in fields(self)))
+        return Targets(*(None if (t := getattr(self, f.name)) is None else t[index, :width] for f in fields(self)))
 
 
 @dataclass
@@ -134,41 +136,83 @@ ESTIMATORS = {
 
 # ---- the iteration ------------------------------------------------------------------------------
 
-@torch.no_grad()
-def prepare(policy, batch: RolloutBatch, spec: PPOSpec, state: AdvantageState, temperature: float,
-            tolerance: float, mean_over_ranks: MeanOverRanks = lambda x: x) -> tuple[Targets, dict[str, float]]:
-    """Recompute logprobs (they must match sampling's), values and reference logprobs; advantages."""
-    critic, has_ref = spec.uses_critic, policy.has_reference
-    logp, values, ref = [], [], []
-    for idx in torch.arange(len(batch), device=batch.input_ids.device).split(spec.minibatch_size):
-        ids, attn = batch.input_ids[idx], batch.attention_mask[idx]
-        out = policy(ids, attn, temperature, critic)
-        logp.append(out.logprobs)
-        values.append(out.values if critic else torch.zeros_like(out.logprobs))
-        ref.append(policy.reference_logprobs(ids, attn, temperature) if has_ref else out.logprobs)
-    logp, values, ref = torch.cat(logp), torch.cat(values), torch.cat(ref)
-    mask = batch.action_mask
-    deviation = float(((logp - batch.old_logprobs).abs() * mask).max()) if mask.any() else 0.0
+def one_pass(spec: PPOSpec, batch_size: int, policy) -> bool:
+    """Whether every episode is trained on exactly once, in the first and only optimizer step
+    (one epoch, one minibatch, no critic, no dropout): the policy before that step is the one its
+    own forward sees, so that forward gives the old logprobs (the ratio starts at exactly 1, as in
+    TRL's single-iteration GRPO) and the check, and no separate forward is needed."""
+    return (spec.ppo_epochs == 1 and spec.minibatch_size >= batch_size and not spec.uses_critic
+            and not has_dropout(policy))
+
+
+def has_dropout(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()) or any(
+        getattr(getattr(m, "config", None), "attention_dropout", 0) or 0 for m in model.modules())
+
+
+def check_logprobs(recomputed: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor, tolerance: float) -> float:
+    """The largest deviation of the training forward's logprobs from sampling's; raises above
+    ``tolerance`` (generation and training would be seeing different weights or inputs)."""
+    deviation = float(((recomputed - sampled).abs() * mask).max()) if mask.any() else 0.0
     if deviation > tolerance:
         raise RuntimeError(
             f"policy logprobs recomputed before the update differ from sampling-time logprobs by "
             f"{deviation:.3g} > logprob_tolerance={tolerance}: generation and training see different "
             "weights or inputs")
+    return deviation
+
+
+@torch.no_grad()
+def prepare(policy, batch: RolloutBatch, spec: PPOSpec, state: AdvantageState, temperature: float,
+            tolerance: float, mean_over_ranks: MeanOverRanks = lambda x: x) -> tuple[Targets, dict[str, float]]:
+    """One forward over the batch, in a fixed order, at its action tokens only: the old logprobs
+    the update's ratio is taken against, the critic's values, and, for free, the check that they
+    reproduce sampling's logprobs (``one_pass``: the update's own forward does all that). The
+    reference (base model) forward runs only where the loss needs it (kl_coef > 0); otherwise
+    the logged KL is measured on the first ``kl_metric_episodes`` episodes. Then advantages."""
+    critic, mask, single = spec.uses_critic, batch.action_mask, one_pass(spec, len(batch), policy)
+    logp, values, ref = [], [], []
+    for idx in torch.arange(len(batch), device=batch.input_ids.device).split(spec.minibatch_size):
+        ids, attn, act = batch.input_ids[idx], batch.attention_mask[idx], mask[idx]
+        if not single:
+            out = policy(ids, attn, temperature, critic, positions=act)
+            logp.append(out.logprobs)
+            values.append(out.values if critic else torch.zeros_like(out.logprobs))
+        if spec.kl_coef > 0:
+            ref.append(policy.reference_logprobs(ids, attn, temperature, positions=act))
+    stats = {}
+    if single:
+        logp, values = None, torch.zeros_like(batch.old_logprobs)
+    else:
+        logp, values = torch.cat(logp), torch.cat(values)
+        stats["check/logprob_max_abs_dev"] = check_logprobs(logp, batch.old_logprobs, mask, tolerance)
     adv, returns = ESTIMATORS[spec.advantage].fn(batch, values, spec, state, mean_over_ranks)
-    stats = {"check/logprob_max_abs_dev": deviation, "train/advantage_mean": float(masked_mean(adv, mask))}
-    if has_ref:
-        kl = losses.kl_divergence(logp, ref, spec.kl_estimator)
-        stats[f"rollout/kl_to_base_{spec.kl_estimator}"] = float(masked_mean(kl, mask))
+    stats["train/advantage_mean"] = float(masked_mean(adv, mask))
+    policy_logp = batch.old_logprobs if logp is None else logp  # equal within the checked tolerance
+    kl_key = f"rollout/kl_to_base_{spec.kl_estimator}"
+    ref = torch.cat(ref) if ref else None
+    if ref is not None:
+        stats[kl_key] = float(masked_mean(losses.kl_divergence(policy_logp, ref, spec.kl_estimator), mask))
+    elif spec.kl_metric_episodes and policy.has_reference:
+        k = min(spec.kl_metric_episodes, len(batch))
+        ids, attn, act = batch.input_ids[:k], batch.attention_mask[:k], mask[:k]
+        sample_ref = policy.reference_logprobs(ids, attn, temperature, positions=act)
+        stats[kl_key] = float(masked_mean(losses.kl_divergence(policy_logp[:k], sample_ref, spec.kl_estimator), act))
     if critic:
         stats["train/explained_variance"] = float(losses.explained_variance(values, returns, mask))
-    return Targets(adv, returns, values, ref, logp), stats
+    return Targets(adv, returns, values, policy_logp if ref is None else ref, logp), stats
 
 
-def minibatch_loss(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temperature: float):
-    """Clipped surrogate + entropy bonus (+ KL to base) (+ value loss); (loss, stats)."""
+def minibatch_loss(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temperature: float, tolerance: float = float("inf")):
+    """Clipped surrogate + entropy bonus (+ KL to base) (+ value loss); (loss, stats). Without old
+    logprobs in ``t`` (``one_pass``) this forward's own are the old ones, checked first."""
     mask = mb.action_mask
-    out = policy(mb.input_ids, mb.attention_mask, temperature, spec.uses_critic)
-    loss, st = losses.clipped_policy_loss(out.logprobs, t.logprobs, t.advantages, mask, spec.clip_eps, spec.dual_clip)
+    out = policy(mb.input_ids, mb.attention_mask, temperature, spec.uses_critic, positions=mask)
+    old, checked = t.logprobs, {}
+    if old is None:
+        old = out.logprobs.detach()
+        checked = {"check/logprob_max_abs_dev": check_logprobs(old, mb.old_logprobs, mask, tolerance)}
+    loss, st = losses.clipped_policy_loss(out.logprobs, old, t.advantages, mask, spec.clip_eps, spec.dual_clip)
     ent_loss, est = losses.entropy_bonus(out.entropy, mask)
     total = loss + spec.entropy_coef * ent_loss
     stats = {"train/policy_loss": loss.detach(), "train/clip_frac": st["clip_frac"], "train/approx_kl_k3": st["approx_kl"],
@@ -182,11 +226,11 @@ def minibatch_loss(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temperat
         total = total + spec.value_coef * vl
         stats.update({"train/value_loss": vl.detach(), "train/value_mean": vst["value_mean"]})
     stats["train/loss"] = total.detach()
-    return total, stats
+    return total, {**stats, **checked}
 
 
 def update(policy, batch: RolloutBatch, targets: Targets, spec: PPOSpec, temperature: float,
-           step: Callable[[torch.Tensor], dict[str, float]]) -> tuple[dict[str, float], int]:
+           step: Callable[[torch.Tensor], dict[str, float]], tolerance: float = float("inf")) -> tuple[dict[str, float], int]:
     """``ppo_epochs`` shuffled passes of minibatch updates. ``step(loss)`` runs backward, clipping
     and the optimizer; it returns stats of its own (the gradient norm). Returns (mean stats,
     tokens processed)."""
@@ -196,7 +240,7 @@ def update(policy, batch: RolloutBatch, targets: Targets, spec: PPOSpec, tempera
         perm = torch.randperm(len(batch), device=batch.input_ids.device)
         for idx in perm.split(spec.minibatch_size):
             mb = batch.select(idx)
-            loss, stats = minibatch_loss(policy, mb, targets.rows(idx, mb.input_ids.shape[1]), spec, temperature)
+            loss, stats = minibatch_loss(policy, mb, targets.rows(idx, mb.input_ids.shape[1]), spec, temperature, tolerance)
             stats.update(step(loss))
             sums.update({k: float(v) for k, v in stats.items()})
             steps += 1

@@ -57,6 +57,7 @@ class Episode:
     started: float = 0.0  # time.monotonic() at reset
     duration_s: float = 0.0  # wall-clock time from reset to the end
     prompt_turns: int = 1  # messages[:prompt_turns] are the env's prompt (earlier turns + first observation)
+    verdict: dict = field(default_factory=dict)  # the env's last observation, and reference/error/judge_error
 
     @property
     def trainable(self) -> bool:
@@ -124,6 +125,9 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device), mask.to(device)
 
 
+VERDICT_KEYS = ("reference", "error", "judge_error")  # what an env's final info says about the judging
+
+
 class _Reset(NamedTuple):
     """A reset's result, told apart from a step's 5-tuple by type (never by a key in the env's info)."""
     obs: str
@@ -156,6 +160,7 @@ class RolloutCollector:
         self.episode_timeout_s, self.straggler_timeout_s = episode_timeout_s, straggler_timeout_s
         self.pool = ThreadPoolExecutor(max_workers=step_workers or max(1, len(self.envs)),
                                        thread_name_prefix="env-step")
+        self.timing = {"generate_s": 0.0, "env_wait_s": 0.0}  # of the last collect(): where its time went
 
     def batch(self, episodes: Sequence["Episode"]) -> RolloutBatch:
         """The typed training batch of these episodes (right-padded with this tokenizer's pad id)."""
@@ -182,9 +187,12 @@ class RolloutCollector:
         ready: list[int] = []
         device = next(policy.parameters()).device
         abandoned = []  # steps of episodes ended by their time budget: their envs are busy until these return
+        self.timing = {"generate_s": 0.0, "env_wait_s": 0.0}
         while any_rank_active(any(not e.done for e in episodes)):
             if pending:
+                waited = time.perf_counter()
                 self._wait(pending, episodes, bool(ready) or synced_gpus)
+                self.timing["env_wait_s"] += time.perf_counter() - waited
                 for future, i in [(f, i) for f, i in pending.items() if not f.done()]:
                     if self._out_of_time(episodes[i]):
                         abandoned.append(pending.pop(future))
@@ -197,7 +205,9 @@ class RolloutCollector:
                 continue
             rows = [episodes[i].token_ids for i in ready] or [[self.tok.eos_token_id]]
             ids, mask = _left_pad(rows, self.tok.pad_token_id, device)
+            started = time.perf_counter()
             gen = policy.generate(ids, mask, self.sampling, self.tok.eos_token_id, self.tok.pad_token_id, synced_gpus)
+            self.timing["generate_s"] += time.perf_counter() - started
             for row, i in enumerate(ready):
                 n = int(gen.lengths[row])
                 reply = self._act(episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())
@@ -237,6 +247,8 @@ class RolloutCollector:
         obs, reward, terminated, truncated, info = result
         ep.env_return += float(reward)
         if terminated or truncated:
+            # The env's last word (its verdict) is kept apart: messages hold what the policy saw.
+            ep.verdict = {"observation": obs, **{k: str(info[k]) for k in VERDICT_KEYS if k in info}}
             self._finish(ep, info.get("outcome", "correct" if reward > 0 else "incorrect"))
             return False
         follow = self.framer.next(obs)

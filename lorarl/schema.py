@@ -27,7 +27,7 @@ from lorarl.strategies import STRATEGIES, StrategySpec
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-STAGES = ("rl", "sft")
+STAGES = ("rl", "sft", "warmstart")
 
 
 class ConfigError(ValueError):
@@ -99,6 +99,8 @@ class SFTConfig:
     max_tokens: int  # longer transcripts are cut (keeping the start)
     holdout: float  # share of transcripts held out to report the validation loss
     lr: float  # AdamW learning rate of the supervised stage
+    oracle_episodes: int  # stage=warmstart without data: oracle transcripts made from the env
+    oracle_first_seed: int  # their first task seed
 
 
 @dataclass
@@ -112,7 +114,7 @@ class TrainConfig:
     trainer: TrainerConfig
     logger: LoggerConfig
     sft: SFTConfig
-    stage: str  # rl (online RL) | sft (supervised on transcripts)
+    stage: str  # rl (online RL) | sft (supervised on transcripts) | warmstart (sft, then rl from it)
     run_name: str
     resume: Optional[str]  # "auto": latest checkpoint of this run dir; a path; or null
 
@@ -131,7 +133,8 @@ class EvalConfig:
     mode: str
     use_merged: bool
     merged_path: Optional[str]
-    num_samples: int
+    num_samples: int  # tasks
+    num_samples_per_task: int  # episodes per task (k of pass@k)
     batch_size: int  # episodes generated at once
     seed: int
     by_task_index: bool
@@ -194,7 +197,7 @@ def validate(c: TrainConfig) -> None:
     _choice("strategy.name", c.strategy.name, STRATEGIES)
     _choice("precision.name", c.precision.name, PRECISIONS)
     _positive("precision", c.precision, "logprob_tolerance")
-    _positive("sft", c.sft, "epochs", "batch_size", "max_tokens", "lr")
+    _positive("sft", c.sft, "epochs", "batch_size", "max_tokens", "lr", "oracle_episodes")
     _need(0 <= c.sft.holdout < 1, "sft.holdout", c.sft.holdout, "must be in [0, 1)")
     _need(c.stage != "sft" or bool(c.sft.data), "sft.data", c.sft.data, "stage=sft needs a transcripts file")
     lora = c.model.lora
@@ -237,7 +240,7 @@ def validate_algorithm(alg: AlgorithmConfig) -> None:
     _need(0 < alg.clip_eps < 1, "algorithm.clip_eps", alg.clip_eps, "must be in (0, 1)")
     _need(alg.dual_clip is None or alg.dual_clip > 1, "algorithm.dual_clip", alg.dual_clip, "must be > 1 or null")
     _need(alg.value_clip is None or alg.value_clip > 0, "algorithm.value_clip", alg.value_clip, "must be > 0 or null")
-    _positive("algorithm", alg, "entropy_coef", "kl_coef", "value_coef", zero_ok=True)
+    _positive("algorithm", alg, "entropy_coef", "kl_coef", "value_coef", "kl_metric_episodes", zero_ok=True)
     for key in ("gamma", "lam", "baseline_momentum"):
         _need(0 <= getattr(alg, key) <= 1, f"algorithm.{key}", getattr(alg, key), "must be in [0, 1]")
     _need(alg.advantage != "grpo" or alg.group_size > 1, "algorithm.group_size", alg.group_size,
@@ -292,7 +295,9 @@ def validate_eval(c: EvalConfig) -> None:
     _choice("mode", c.mode, ("evaluate", "merge", "both"))
     _need(c.mode == "evaluate" or c.merged_path, "merged_path", c.merged_path, f"required with mode={c.mode}")
     _need(not c.use_merged or c.merged_path, "merged_path", c.merged_path, "required with use_merged=true")
-    _positive("", c, "num_samples", "batch_size")
+    _positive("", c, "num_samples", "batch_size", "num_samples_per_task")
+    _need(c.num_samples_per_task == 1 or not c.algorithm.sampling.greedy, "num_samples_per_task", c.num_samples_per_task,
+          "greedy decoding gives one answer k times: set algorithm.sampling.greedy=false (temperature sampling)")
     validate_sampling("algorithm.sampling", c.algorithm.sampling)
     validate_env(c.env)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import importlib.util
+
 import torch
 
 from lorarl.sharding import DeepSpeedPlan, FSDP2Plan, ShardingPlan
@@ -61,7 +63,12 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: 
                                          save_distributed_checkpoint=False,
                                          process_group_backend=spec.process_group_backend)
         return strategy, FSDP2Plan(spec.activation_checkpointing)
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ValueError(f"strategy.name={spec.name}: DeepSpeed is not installed; install it with "
+                         "`bash scripts/install.sh --deepspeed` (or pip install -e '.[deepspeed]')")
     if not torch.cuda.is_available():
+        # Lightning's DeepSpeedStrategy refuses a CPU accelerator (DeepSpeed's own CPU accelerator
+        # is not reachable through it), so there is no CPU or gloo fallback to offer here.
         raise ValueError(f"strategy.name={spec.name}: DeepSpeed needs CUDA GPUs; on CPU use ddp or fsdp")
     from lightning.pytorch.strategies import DeepSpeedStrategy
 

@@ -17,6 +17,7 @@ class PeriodicEvaluation(L.Callback):
     def __init__(self, collector: RolloutCollector, spec: EvalSpec, every_n_iterations: int):
         self.collector, self.spec, self.every = collector, spec, every_n_iterations
         self.history: list[dict] = []
+        self.last: dict[str, float] = {}  # the eval/* metrics last logged
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1
@@ -27,4 +28,4 @@ class PeriodicEvaluation(L.Callback):
                                           module.any_rank)
         metrics = episode_metrics(episodes)
         self.history.append({"iteration": done, "episodes": len(episodes), **metrics})
-        log_synced(module, {**prefixed("eval", metrics), "step": float(done)}, len(episodes), on_step=False)
+        self.last = log_synced(module, prefixed("eval", metrics), step=done)

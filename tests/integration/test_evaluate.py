@@ -26,7 +26,7 @@ def test_dynamic_and_merged_give_identical_greedy_transcripts_and_base_is_compar
     common = ["env=target_word", "num_samples=8", f"model_path={trained / 'base_model'}"]
     dyn = run_eval(common + [f"adapter={ckpt}", "compare=[none]", f"report={tmp_path / 'dyn'}"])
     assert dyn.returncode == 0, dyn.stderr[-2000:]
-    assert "success_rate" in dyn.stdout and "none" in dyn.stdout
+    assert "success_rate (95% CI)" in dyn.stdout and "base" in dyn.stdout and "paired p-value" in dyn.stdout
     mer = run_eval(common + [f"adapter={ckpt}", "mode=both", f"merged_path={merged}", "use_merged=true", "baseline=false",
                              f"report={tmp_path / 'merged.json'}"])
     assert mer.returncode == 0, mer.stderr[-2000:]
@@ -37,15 +37,33 @@ def test_dynamic_and_merged_give_identical_greedy_transcripts_and_base_is_compar
     assert [e["transcript"] for e in a["episodes"]] == [e["transcript"] for e in b["episodes"]]
     assert [e["transcript"] for e in a["episodes"]] != [e["transcript"] for e in base["episodes"]]  # the adapter matters
     for report in (a, b, base):
-        assert set(report) == {"model", "config", "metrics", "episodes"}
+        assert set(report) == {"model", "config", "metrics", "confidence", "paired", "episodes"}
+        lo, hi = report["confidence"]["intervals"]["success_rate"]
+        assert 0 <= lo <= report["metrics"]["success_rate"] <= hi <= 1
         m = report["metrics"]
         assert m["episodes"] == 8 and 0 <= m["success_rate"] <= 1
         assert set(m) >= {"success_rate", "reward_mean", "turns_mean", "tokens_per_s", "outcome/correct"}  # training's names
         assert any(k.startswith("success_rate/") for k in m)  # per task type
         assert abs(sum(v for k, v in m.items() if k.startswith("outcome/")) - 1) < 1e-6
-        assert all(set(e) == {"seed", "task_type", "outcome", "reward", "turns", "prompt_turns", "transcript"} for e in report["episodes"])
-    # the same seeded tasks for every model
+        assert all(set(e) == {"task", "seed", "task_type", "outcome", "reward", "turns", "prompt_turns", "transcript"}
+                   for e in report["episodes"])
+    # the same seeded tasks for every model, compared in pairs, and a page to read them side by side
     assert [e["seed"] for e in a["episodes"]] == [e["seed"] for e in base["episodes"]]
+    assert a["paired"]["none"]["test"] == "mcnemar_exact" and 0 <= a["paired"]["none"]["p_value"] <= 1
+    page = (tmp_path / "dyn" / "iter_000004_TargetWord-v0.html").read_text()
+    assert '"models": ["' in page and "base" in page and "<script" in page
+
+
+def test_pass_at_k_samples_each_task_k_times(trained, tmp_path):
+    ckpt = trained / "checkpoints/iter_000004"
+    proc = run_eval(["num_samples=3", "num_samples_per_task=4", "algorithm.sampling.greedy=false", f"adapter={ckpt}",
+                     f"report={tmp_path}", "baseline=false"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert report["metrics"]["episodes"] == 12 and report["confidence"]["k"] == 4 and "pass@4" in report["confidence"]
+    assert sorted({e["task"] for e in report["episodes"]}) == [0, 1, 2]
+    greedy = run_eval(["num_samples=3", "num_samples_per_task=4", f"adapter={ckpt}"])
+    assert greedy.returncode != 0 and "set algorithm.sampling.greedy=false" in greedy.stderr
 
 
 def test_run_env_is_used_reports_land_next_to_adapter_and_tensorboard(trained, tmp_path):

@@ -42,6 +42,12 @@ def test_default_train_py_completes_and_leaves_user_files(tmp_path):
         assert key in stats["metrics"]
     log = (tmp_path / "train.log").read_text()
     assert "iteration 10/10 reward=" in log  # the run's log holds its lines
+    # it ends by saying what it reached, where the adapter is and what to run next, on the console and in the log
+    newest = tmp_path / "checkpoints/iter_000010"
+    for line in ("done: 10 iterations in", f"adapter: {newest}", f"tensorboard --logdir {tmp_path / 'tb'}",
+                 f"python evaluate.py adapter={newest}", "experiment=db_count_warmstart"):
+        assert line in proc.stdout and line in log, line
+    assert (tmp_path / "transcripts/iter_000005.html").exists()  # logged samples, readable in a browser
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr and "Tip" not in proc.stderr  # a quiet console
     # TensorBoard carries every metric family and transcripts
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -52,7 +58,8 @@ def test_default_train_py_completes_and_leaves_user_files(tmp_path):
     for tag in ("rollout/reward_mean", "rollout/success_rate", "rollout/outcome/correct", "rollout/turns_mean",
                 "train/policy_loss", "train/entropy", "train/approx_kl_k3", "rollout/kl_to_base_k3",
                 "train/clip_frac", "train/value_loss", "train/explained_variance", "train/grad_norm", "train/lr",
-                "perf/rollout_tokens_per_s", "perf/train_tokens_per_s", "check/logprob_max_abs_dev"):
+                "perf/rollout_tokens_per_s", "perf/train_tokens_per_s", "check/logprob_max_abs_dev",
+                "perf/generate_s", "perf/env_wait_s", "perf/prepare_s", "perf/update_s"):
         assert tag in tags, tag
     assert acc.Tags()["tensors"], "no transcripts logged"
 
@@ -166,8 +173,8 @@ def test_periodic_evaluation_logs_held_out_metrics(tmp_path):
     trainer.fit(module)
     (cb,) = [c for c in trainer.callbacks if isinstance(c, PeriodicEvaluation)]
     assert [h["iteration"] for h in cb.history] == [1, 2] and all(h["episodes"] == 6 for h in cb.history)
-    assert "eval/success_rate" in trainer.callback_metrics and "eval/outcome/incorrect" in trainer.callback_metrics
-    assert "eval/reward_mean" in trainer.callback_metrics and "eval/turns_mean" in trainer.callback_metrics
+    for key in ("eval/success_rate", "eval/outcome/incorrect", "eval/reward_mean", "eval/turns_mean"):
+        assert key in cb.last, key
 
 
 def test_shell_env_trains_end_to_end_and_bad_env_kwargs_are_one_line(tmp_path):
@@ -184,3 +191,21 @@ def test_shell_env_trains_end_to_end_and_bad_env_kwargs_are_one_line(tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1] == (
         "config error: env lorarl/OSInteraction-v0: source='bogus': expected generator, agentbench or lifelong")
+
+
+def test_one_command_warm_start_runs_sft_then_rl_and_reports_held_out_success(tmp_path):
+    """experiment=db_count_warmstart, shrunk: oracle transcripts, SFT, RL from its adapter."""
+    proc = run_train(["experiment=db_count_warmstart", "sft.oracle_episodes=48", "sft.epochs=1", "trainer.iterations=2",
+                      "trainer.eval_every=0", "trainer.eval_samples=8", "algorithm.envs_per_rank=8",
+                      "trainer.progress_bar=false", f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sum(1 for _ in open(tmp_path / "transcripts.jsonl")) == 48
+    assert (tmp_path / "sft/checkpoints/iter_000001/adapter_model.safetensors").exists()
+    rl = tmp_path / "rl/checkpoints/iter_000002"
+    cfg = json.loads((rl / "adapter_config.json").read_text())
+    assert Path(cfg["base_model_name_or_path"]) == (tmp_path / "sft/base_model").resolve()  # RL continued SFT's model
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("held-out success after SFT: ") for ln in lines)
+    assert any(ln.startswith("held-out success: ") and "after SFT ->" in ln and "after 2 RL iterations" in ln
+               for ln in lines), proc.stdout[-2000:]
+    assert f"python evaluate.py adapter={rl}" in proc.stdout

@@ -99,3 +99,78 @@ def test_deepspeed_config(stage):
     off = deepspeed_config(stage, max_grad_norm=None, offload_optimizer=True, precision="32-true")
     assert off["gradient_clipping"] == 0.0 and off["bf16"] == {"enabled": False}
     assert off["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
+def _full_logits_reference(policy, ids, mask, temperature):
+    """The plain computation: logits at every position, then log p, entropy and values."""
+    from lorarl.ops import position_ids_from_mask, shift_to_tokens, token_entropy, token_logprobs
+
+    out = policy.lm(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                    output_hidden_states=True, use_cache=False)
+    values = shift_to_tokens(policy.value_head(out.hidden_states[-1][:, :-1]).squeeze(-1))
+    return token_logprobs(out.logits, ids, temperature), token_entropy(out.logits, temperature), values
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 26, 3 * 512])  # one chunk; a chunk of 3 positions at a time
+def test_logits_only_at_action_positions_match_full_logits(tiny_lm, tiny_tokenizer, defaults, monkeypatch,
+                                                           chunk_elements):
+    import lorarl.policy as P
+
+    monkeypatch.setattr(P, "CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(0)
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=True, keep_reference=False)
+    with torch.no_grad():
+        policy.value_head.weight.normal_()
+    ids, mask = _prompt(tiny_tokenizer)
+    actions = torch.zeros_like(mask, dtype=torch.bool)
+    actions[:, -6:-2] = True
+    actions[0, 3] = True
+    ref_lp, ref_ent, ref_v = _full_logits_reference(policy, ids, mask, 0.7)
+    (ref_lp * actions).sum().add((ref_ent * actions).sum()).add((ref_v * actions).sum()).backward()
+    ref_grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+    policy.zero_grad()
+    out = policy(ids, mask, 0.7, with_values=True, positions=actions)
+    (out.logprobs.sum() + out.entropy.sum() + out.values.sum()).backward()
+    for got, want in ((out.logprobs, ref_lp), (out.entropy, ref_ent), (out.values, ref_v)):
+        assert torch.allclose(got, want * actions, atol=1e-5) and not got[~actions].any()
+    for n, p in policy.named_parameters():
+        if n in ref_grads:
+            assert torch.allclose(p.grad, ref_grads[n], atol=1e-5), n
+    assert "lm_head" not in str([n for n, _ in policy.named_modules() if "TokenHead" in type(_).__name__])
+
+
+def test_a_model_that_post_processes_logits_falls_back_to_full_logits(tiny_lm, tiny_tokenizer, defaults):
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False)
+    base = policy.lm.get_base_model()
+    plain = base.forward
+
+    def capped(*args, **kwargs):  # soft-capping, as Gemma 2 does after the head
+        out = plain(*args, **kwargs)
+        out.logits = 3.0 * torch.tanh(out.logits / 3.0)
+        return out
+
+    ids, mask = _prompt(tiny_tokenizer)
+    base.forward = capped
+    got = policy(ids, mask).logprobs
+    from lorarl.ops import position_ids_from_mask, token_logprobs
+
+    want = token_logprobs(policy.lm(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                                    use_cache=False).logits, ids)
+    assert torch.allclose(got, want * mask.bool().logical_and(torch.arange(ids.shape[1]) > 0), atol=1e-6)
+
+
+def test_sampling_draws_from_the_full_distribution(policy, tiny_tokenizer, defaults):
+    """No top-k or top-p: a library default (transformers' top_k=50) would truncate what is sampled
+    while the recorded logprobs are the full distribution's, and PPO's ratio would be wrong."""
+    from lorarl.ops import position_ids_from_mask
+
+    sampling = replace(defaults.algorithm.sampling, max_new_tokens=1)
+    ids, mask = _prompt(tiny_tokenizer)
+    ids, mask = ids[:1].repeat(256, 1), mask[:1].repeat(256, 1)
+    torch.manual_seed(0)
+    gen = policy.generate(ids, mask, sampling, tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = policy.lm(input_ids=ids[:1], attention_mask=mask[:1], position_ids=position_ids_from_mask(mask[:1])).logits[0, -1]
+    rank = {int(t): r for r, t in enumerate(logits.argsort(descending=True))}
+    ranks = [rank[int(t)] for t in gen.tokens[:, 0]]
+    assert sum(r >= 50 for r in ranks) > 16, sorted(ranks)[-10:]  # top-50 sampling would give none

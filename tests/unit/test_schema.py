@@ -1,6 +1,7 @@
 """Invalid config and bad task files give one line naming the key, before training; valid
 overrides compose; every default has one home (the YAML)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -177,7 +178,9 @@ def test_schema_does_not_import_lightning():
     "args,needle",
     [
         (["model.lora.rank=-1"], "config error: model.lora.rank=-1 is invalid"),
-        (["strategy=deepspeed_stage_2"], "strategy.name=deepspeed_stage_2: DeepSpeed needs CUDA"),
+        (["strategy=deepspeed_stage_3"], "strategy.name=deepspeed_stage_3: DeepSpeed " + (
+            "needs CUDA" if importlib.util.find_spec("deepspeed") else "is not installed; install it with "
+            "`bash scripts/install.sh --deepspeed`")),
         (["model.lora.rnak=3"], "model.lora.rnak: no such key"),
         (["model.lora.target_modules=[nope_proj]"], "matches no module of this model"),
         (["model=qwen2.5-0.5b-random", "model.lora.rank=100000"], "model.lora.rank=100000 is invalid"),
