@@ -43,7 +43,7 @@ def knobs(args) -> dict:
             "temperature": 1.0, "LoRA": f"r{args.rank} alpha {2 * args.rank} dropout 0 all-linear",
             "optimizer": f"AdamW lr {args.lr} wd 0, clip 1.0, constant", "epochs / minibatches": "1 / 1",
             "clip eps": 0.2, "KL coef": 0.0, "entropy coef": 0.0, "advantage": "group mean and std",
-            "loss": "token-level mean (TRL dapo)", "precision": "fp32", "device": "cpu"}
+            "loss": "token-level mean (TRL dapo)", "activation checkpointing": "off", "precision": "fp32", "device": "cpu"}
 
 
 def peak_rss_mib() -> float:
@@ -130,7 +130,8 @@ def run_trl(args) -> list[float]:
             epsilon=0.2, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
             max_grad_norm=1.0, loss_type="dapo", scale_rewards="group", use_cpu=True, bf16=False, fp16=False,
             report_to="none", save_strategy="no", logging_steps=10**6, disable_dropout=True, seed=args.seed,
-            dataloader_num_workers=0, log_completions=False, shuffle_dataset=False)
+            dataloader_num_workers=0, log_completions=False, shuffle_dataset=False,
+            gradient_checkpointing=False)  # TRL's default is on; lorarl's (strategy.activation_checkpointing) off
         lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules="all-linear",
                           task_type="CAUSAL_LM")
         trainer = GRPOTrainer(model=args.model, reward_funcs=score, args=config, train_dataset=Dataset.from_list(rows),

@@ -72,7 +72,8 @@ class RLModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        # foreach: one kernel per step for all (many small) adapter tensors, not a Python loop over them
+        opt = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, foreach=True)
         warm = max(1, self.optim.warmup_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
         return [opt], [{"scheduler": sched, "interval": "step"}]

@@ -46,15 +46,28 @@ class Policy(nn.Module):
         if self.value_head is not None:
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
+        self._mode_set = False  # set by train(): submodules follow self.training from then on
         self.reference = None
         if keep_reference and not is_lora(lm):
             self.reference = copy.deepcopy(lm).requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> "Policy":
+        if self._mode_set and (self.training == mode or not self._mode_matters):
+            self.training = mode  # nothing in the model behaves differently: skip the walk over every submodule
+            return self
         super().train(mode)
         if self.reference is not None:
             self.reference.eval()  # a frozen copy: never in train mode (dropout would change its logprobs)
+        self._mode_set = True
         return self
+
+    @functools.cached_property
+    def _mode_matters(self) -> bool:
+        """Whether train and eval mode differ anywhere: dropout, batch norm, or activation
+        checkpointing (transformers checkpoints layers only in train mode)."""
+        return any(isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm)) and getattr(m, "p", 1) > 0
+                   or getattr(m, "gradient_checkpointing", False) or getattr(getattr(m, "config", None), "attention_dropout", 0)
+                   for m in self.modules())
 
     @property
     def has_reference(self) -> bool:
@@ -62,13 +75,14 @@ class Policy(nn.Module):
         return is_lora(self.lm) or self.reference is not None
 
     def forward(self, input_ids, attention_mask, temperature: float = 1.0, with_values: bool = False,
-                positions: torch.Tensor | None = None) -> PolicyOutput:
+                positions: torch.Tensor | None = None, entropy_grad: bool = True) -> PolicyOutput:
         """log p, entropy (and values) of the tokens at ``positions`` ([B, T] bool; None: every
         token but the first), zero elsewhere. The vocabulary projection runs only where these
         tokens are predicted (``_TokenHead``): with a 150k vocabulary and long prompts, logits
-        for every position would be most of the memory."""
+        for every position would be most of the memory. ``entropy_grad`` False: the entropy is
+        for the log only (no entropy bonus), and carries no gradient."""
         positions = _default_positions(attention_mask) if positions is None else positions
-        with _TokenHead(self.lm, positions, input_ids, temperature) as head:
+        with _TokenHead(self.lm, positions, input_ids, temperature, entropy_grad) as head:
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=position_ids_from_mask(attention_mask), use_cache=False)
         got = head.result(out.logits)
@@ -122,12 +136,27 @@ class Policy(nn.Module):
                 return token_logprobs(out.logits, input_ids, temperature) * positions
             return got[0]
 
+    def _decode(self, input_ids, attention_mask, max_new_tokens, temperature, eos_token_id, pad_token_id) -> Generation:
+        # inference_mode, not no_grad: no version counters or view tracking on the thousands of
+        # small tensors decoding makes (what it returns becomes Python lists, never autograd inputs)
+        with torch.inference_mode():
+            tokens, logprobs, lengths = _decode_loop(self.lm, input_ids, attention_mask, max_new_tokens, temperature,
+                                                     eos_token_id, pad_token_id)
+        return Generation(tokens.clone(), logprobs.clone(), lengths.clone())
+
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling, eos_token_id: int,
                  pad_token_id: int, synced_gpus: bool = False) -> Generation:
         """Sample from the full distribution (no top-k/top-p) so recorded logprobs are the
-        policy's own: PPO's ratio then starts at exactly 1. ``sampling`` is a SamplingSpec."""
+        policy's own: PPO's ratio then starts at exactly 1. ``sampling`` is a SamplingSpec.
+        With the dynamic KV cache on one process (or unsharded), a short loop of our own decodes
+        (``_decode``): transformers' generate costs about a third more per token in bookkeeping
+        that this case does not need. Static caches, compilation and lockstep decoding across
+        sharded ranks (``synced_gpus``) go through transformers' generate."""
         greedy, temperature = sampling.greedy, sampling.temperature
+        if sampling.cache == "dynamic" and not synced_gpus:
+            return self._decode(input_ids, attention_mask, sampling.max_new_tokens, None if greedy else temperature,
+                                eos_token_id, pad_token_id)
         extra = {}
         if sampling.cache == "static":
             # Fewer distinct shapes, fewer recompilations: pad the prompt width to a multiple of 64.
@@ -166,6 +195,7 @@ class Policy(nn.Module):
 
 # Logits of one chunk of positions stay under about 256 MB (fp32): 441 positions at Qwen's 151,936.
 CHUNK_ELEMENTS = 1 << 26
+KEEP_ELEMENTS = 1 << 22  # up to 16 MB of logits (fp32) are kept for backward rather than recomputed
 
 
 class _TokenHead(nn.Module):
@@ -180,9 +210,10 @@ class _TokenHead(nn.Module):
     post-processes logits (soft-capping, scaling) would change it, which ``result`` detects: it
     then falls back to full logits for that forward (correct, without the memory saving)."""
 
-    def __init__(self, model: nn.Module, positions: torch.Tensor, input_ids: torch.Tensor, temperature: float):
+    def __init__(self, model: nn.Module, positions: torch.Tensor, input_ids: torch.Tensor, temperature: float,
+                 entropy_grad: bool = True):
         super().__init__()
-        self.temperature = temperature
+        self.temperature, self.entropy_grad = temperature, entropy_grad
         predict = torch.zeros_like(positions)
         predict[:, :-1] = positions[:, 1:]  # the logits at t - 1 predict token t
         self.rows, self.cols = predict.nonzero(as_tuple=True)
@@ -210,13 +241,12 @@ class _TokenHead(nn.Module):
         self.hidden = hidden[self.rows, self.cols]  # [N, H]
         n, vocab = self.hidden.shape[0], self.head.out_features
         step = max(1, CHUNK_ELEMENTS // vocab)
+        # Recompute in backward only where keeping the logits would cost memory worth saving.
+        recompute = torch.is_grad_enabled() and n * vocab > KEEP_ELEMENTS
         parts = []
         for i in range(0, n, step):
             h, y = self.hidden[i:i + step], self.targets[i:i + step]
-            if torch.is_grad_enabled():
-                parts.append(checkpoint(self._chunk, h, y, use_reentrant=False))
-            else:
-                parts.append(self._chunk(h, y))
+            parts.append(checkpoint(self._chunk, h, y, use_reentrant=False) if recompute else self._chunk(h, y))
         logp = torch.cat([p[0] for p in parts]) if parts else self.hidden.new_zeros(0, dtype=torch.float32)
         ent = torch.cat([p[1] for p in parts]) if parts else logp
         self.out = torch.stack([logp, ent], -1)[None]  # [1, N, 2]: what the model returns as logits
@@ -224,7 +254,9 @@ class _TokenHead(nn.Module):
 
     def _chunk(self, h: torch.Tensor, y: torch.Tensor):
         logp = torch.log_softmax(self.head(h).float() / self.temperature, dim=-1)
-        return logp.gather(-1, y[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+        with contextlib.nullcontext() if self.entropy_grad else torch.no_grad():  # a metric only: no backward through it
+            entropy = -(logp.exp() * logp).sum(-1)
+        return logp.gather(-1, y[:, None]).squeeze(-1), entropy
 
     def scatter(self, per_token: torch.Tensor) -> torch.Tensor:
         """[N] values of the wanted tokens -> [B, T], aligned with input_ids, zero elsewhere."""
@@ -260,13 +292,53 @@ def _warn_full_logits(model: nn.Module) -> None:
 
 
 def _head_owner(model: nn.Module) -> tuple[tuple[str, nn.Module], nn.Module]:
-    """((attribute name, module holding it), head) for the model's output embedding layer."""
+    """((attribute name, module holding it), head) for the model's output embedding layer;
+    found once per model (a walk over every module) and remembered on it."""
     head = model.get_output_embeddings()
+    known = model.__dict__.get("_lorarl_head_owner")
+    if known is not None and known[0][1]._modules.get(known[0][0]) is head:
+        return known
     for parent in model.modules():
         for name, child in parent.named_children():
             if child is head:
+                model.__dict__["_lorarl_head_owner"] = ((name, parent), head)
                 return (name, parent), head
     raise RuntimeError(f"{type(model).__name__}: its output head is not one of its modules")
+
+
+def _decode_loop(lm, input_ids, attention_mask, max_new_tokens: int, temperature: float | None, eos: int, pad: int):
+    """Token-by-token decoding with a dynamic KV cache. ``temperature`` None: greedy. Rows that
+    have emitted ``eos`` continue with ``pad`` (masked out of attention) until every row is done.
+    Returns (new tokens [B, N], their logprobs under the full distribution at that temperature,
+    lengths [B] with eos counted)."""
+    from transformers import DynamicCache
+
+    B = input_ids.shape[0]
+    lm = lm.get_base_model() if is_lora(lm) else lm  # the adapters live in its layers; PEFT's wrapper adds only per-call work
+    cache = DynamicCache(config=lm.config)
+    mask = attention_mask.long()
+    positions = position_ids_from_mask(mask)
+    step_ids, step_positions = input_ids, positions
+    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=input_ids.device)
+    tokens, logprobs = [], []
+    for t in range(max_new_tokens):
+        logits = lm(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        logp = torch.log_softmax(logits / (temperature or 1.0), dim=-1)
+        nxt = logp.argmax(-1) if temperature is None else torch.multinomial(logp.exp(), 1).squeeze(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        tokens.append(nxt)
+        logprobs.append(logp.gather(-1, nxt[:, None]).squeeze(-1))
+        ended = (nxt == eos) & ~done
+        lengths = torch.where(ended, torch.full_like(lengths, t + 1), lengths)
+        done = done | ended
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+        step_positions = (step_positions[:, -1:] + 1)
+        step_ids = nxt[:, None]
+    return torch.stack(tokens, 1), torch.stack(logprobs, 1), lengths
 
 
 def _pad_left_to_multiple(ids: torch.Tensor, mask: torch.Tensor, multiple: int, pad_id: int):

@@ -146,8 +146,13 @@ def one_pass(spec: PPOSpec, batch_size: int, policy) -> bool:
 
 
 def has_dropout(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()) or any(
-        getattr(getattr(m, "config", None), "attention_dropout", 0) or 0 for m in model.modules())
+    """Any dropout that train mode would switch on (remembered on the model: it does not change)."""
+    found = getattr(model, "_lorarl_has_dropout", None)
+    if found is None:
+        found = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()) or any(
+            getattr(getattr(m, "config", None), "attention_dropout", 0) or 0 for m in model.modules())
+        model.__dict__["_lorarl_has_dropout"] = found
+    return found
 
 
 def check_logprobs(recomputed: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor, tolerance: float) -> float:
@@ -207,14 +212,15 @@ def minibatch_loss(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temperat
     """Clipped surrogate + entropy bonus (+ KL to base) (+ value loss); (loss, stats). Without old
     logprobs in ``t`` (``one_pass``) this forward's own are the old ones, checked first."""
     mask = mb.action_mask
-    out = policy(mb.input_ids, mb.attention_mask, temperature, spec.uses_critic, positions=mask)
+    out = policy(mb.input_ids, mb.attention_mask, temperature, spec.uses_critic, positions=mask,
+                 entropy_grad=spec.entropy_coef != 0)
     old, checked = t.logprobs, {}
     if old is None:
         old = out.logprobs.detach()
         checked = {"check/logprob_max_abs_dev": check_logprobs(old, mb.old_logprobs, mask, tolerance)}
     loss, st = losses.clipped_policy_loss(out.logprobs, old, t.advantages, mask, spec.clip_eps, spec.dual_clip)
     ent_loss, est = losses.entropy_bonus(out.entropy, mask)
-    total = loss + spec.entropy_coef * ent_loss
+    total = loss + spec.entropy_coef * ent_loss if spec.entropy_coef else loss
     stats = {"train/policy_loss": loss.detach(), "train/clip_frac": st["clip_frac"], "train/approx_kl_k3": st["approx_kl"],
              "train/ratio_mean": st["ratio_mean"], "train/entropy": est["entropy"]}
     if spec.kl_coef > 0:

@@ -82,15 +82,23 @@ class ChatFramer:
     _PLACEHOLDER = "\u2063PLACEHOLDER\u2063"
 
     def __init__(self, tokenizer, system_prompt: str | None = None):
+        self._prompts: dict[tuple, list[int]] = {}
         self.tok = tokenizer
         self.system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         self.eos_id = tokenizer.eos_token_id
 
     def first(self, observation: str, history: Sequence[dict] = ()) -> list[int]:
         """The episode's prompt: system message, the env's earlier turns (``info["history"]``, e.g.
-        AgentBench's instructions and one-shot example), then the observation as a user turn."""
-        turns = [{"role": m["role"], "content": m["content"]} for m in history]
-        return self._ids(self._render(self.system + turns + [{"role": "user", "content": observation}], True))
+        AgentBench's instructions and one-shot example), then the observation as a user turn.
+        Remembered per text: a GRPO group's episodes, and an env's repeated instructions, render
+        and tokenize once."""
+        key = (observation, tuple((m["role"], m["content"]) for m in history))
+        if key not in self._prompts:
+            turns = [{"role": r, "content": c} for r, c in key[1]]
+            if len(self._prompts) >= 4096:
+                self._prompts.clear()
+            self._prompts[key] = self._ids(self._render(self.system + turns + [{"role": "user", "content": observation}], True))
+        return list(self._prompts[key])
 
     def next(self, observation: str) -> list[int]:
         """Tokens that follow an assistant reply ending in eos: env turn + generation prompt."""

@@ -17,7 +17,11 @@ from lorarl.models import decoder_layers
 
 
 def _trainable(module: nn.Module) -> list[nn.Parameter]:
-    return [p for p in module.parameters() if p.requires_grad]
+    """The trainable parameters, found once per module (which ones train does not change)."""
+    found = module.__dict__.get("_lorarl_trainable")
+    if found is None:
+        found = module.__dict__["_lorarl_trainable"] = [p for p in module.parameters() if p.requires_grad]
+    return found
 
 
 class ShardingPlan:

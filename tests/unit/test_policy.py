@@ -111,12 +111,13 @@ def _full_logits_reference(policy, ids, mask, temperature):
     return token_logprobs(out.logits, ids, temperature), token_entropy(out.logits, temperature), values
 
 
-@pytest.mark.parametrize("chunk_elements", [1 << 26, 3 * 512])  # one chunk; a chunk of 3 positions at a time
+@pytest.mark.parametrize("chunk_elements,keep", [(1 << 26, 1 << 22), (3 * 512, 0)])  # one chunk kept; 3 positions, recomputed
 def test_logits_only_at_action_positions_match_full_logits(tiny_lm, tiny_tokenizer, defaults, monkeypatch,
-                                                           chunk_elements):
+                                                           chunk_elements, keep):
     import lorarl.policy as P
 
     monkeypatch.setattr(P, "CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(P, "KEEP_ELEMENTS", keep)
     torch.manual_seed(0)
     policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=True, keep_reference=False)
     with torch.no_grad():
@@ -174,3 +175,22 @@ def test_sampling_draws_from_the_full_distribution(policy, tiny_tokenizer, defau
     rank = {int(t): r for r, t in enumerate(logits.argsort(descending=True))}
     ranks = [rank[int(t)] for t in gen.tokens[:, 0]]
     assert sum(r >= 50 for r in ranks) > 16, sorted(ranks)[-10:]  # top-50 sampling would give none
+
+
+def test_own_decoding_loop_stops_rows_at_eos_like_transformers(policy, tiny_tokenizer, defaults):
+    """Rows end at different steps: the ended row continues with pad and its length counts the
+    eos; the other rows decode as if alone. Checked against transformers' generate (static path)."""
+    tok = tiny_tokenizer
+    greedy = replace(defaults.algorithm.sampling, max_new_tokens=8, greedy=True)
+    ids, mask = _prompt(tok)
+    first = policy.generate(ids, mask, greedy, tok.eos_token_id, tok.pad_token_id)
+    eos = int(first.tokens[0, 2])  # row 0's third token plays eos: it stops there
+    ours = policy.generate(ids, mask, greedy, eos, tok.pad_token_id)
+    theirs = policy.generate(ids, mask, replace(greedy, cache="static"), eos, tok.pad_token_id)
+    n = int(ours.lengths[0])
+    assert n <= 3 and int(ours.tokens[0, n - 1]) == eos and (ours.tokens[0, n:] == tok.pad_token_id).all()
+    assert torch.equal(ours.lengths, theirs.lengths)
+    width = min(ours.tokens.shape[1], theirs.tokens.shape[1])
+    valid = torch.arange(width)[None] < ours.lengths[:, None]
+    assert torch.equal(ours.tokens[:, :width] * valid, theirs.tokens[:, :width] * valid)
+    assert ((ours.logprobs[:, :width] - theirs.logprobs[:, :width]).abs() * valid).max() < 1e-4
