@@ -46,28 +46,15 @@ class Policy(nn.Module):
         if self.value_head is not None:
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
-        self._mode_set = False  # set by train(): submodules follow self.training from then on
         self.reference = None
         if keep_reference and not is_lora(lm):
             self.reference = copy.deepcopy(lm).requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> "Policy":
-        if self._mode_set and (self.training == mode or not self._mode_matters):
-            self.training = mode  # nothing in the model behaves differently: skip the walk over every submodule
-            return self
         super().train(mode)
         if self.reference is not None:
             self.reference.eval()  # a frozen copy: never in train mode (dropout would change its logprobs)
-        self._mode_set = True
         return self
-
-    @functools.cached_property
-    def _mode_matters(self) -> bool:
-        """Whether train and eval mode differ anywhere: dropout, batch norm, or activation
-        checkpointing (transformers checkpoints layers only in train mode)."""
-        return any(isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm)) and getattr(m, "p", 1) > 0
-                   or getattr(m, "gradient_checkpointing", False) or getattr(getattr(m, "config", None), "attention_dropout", 0)
-                   for m in self.modules())
 
     @property
     def has_reference(self) -> bool:
