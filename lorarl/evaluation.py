@@ -196,35 +196,48 @@ def models_to_evaluate(config) -> list[str]:
     return names
 
 
-def run_evaluation(config) -> dict[str, dict]:
-    """``evaluate.py``: evaluate (or merge) each model on the same seeded tasks; reports + table."""
-    from lorarl.environments import build_envs, make_collector
+def _evaluate_one(name: str, config, spec: EvalSpec, envs) -> tuple[dict, list] | None:
+    """Merge and/or evaluate one model on ``envs``: (summary, episodes), or None for mode=merge."""
+    from lorarl.environments import make_collector
     from lorarl.models import load_pretrained_model
     from lorarl.tokenizer import load_tokenizer
+
+    if config.mode in ("merge", "both") and name != "none":
+        tok, merged = _load(name, config, merge=True)
+        merged.save_pretrained(config.merged_path)
+        tok.save_pretrained(config.merged_path)
+        print(f"merged {name} -> {config.merged_path}")
+    if config.mode == "merge":
+        return None
+    if config.use_merged and name != "none":
+        tok, lm = load_tokenizer(config.merged_path), load_pretrained_model(config.merged_path)
+    else:
+        tok, lm = _load(name, config, merge=False)
+    collector = make_collector(config.env, envs, tok, config.algorithm.sampling, config.reward)
+    policy = Policy(lm.eval(), with_value_head=False, keep_reference=False).eval()
+    torch.manual_seed(config.seed)  # every model samples from the same stream (pairs stay comparable)
+    try:
+        episodes, tps = evaluate_policy(policy, collector, spec)
+    finally:
+        collector.close(close_envs=False)  # the next model plays the same envs
+    return {**summarize(episodes, tps), "confidence": confidence(episodes)}, episodes
+
+
+def run_evaluation(config) -> dict[str, dict]:
+    """``evaluate.py``: evaluate (or merge) each model on the same seeded tasks; reports + table."""
+    from lorarl.environments import build_envs
 
     spec = EvalSpec(config.num_samples, config.seed, config.by_task_index, config.num_samples_per_task)
     envs = build_envs(config.env, min(config.batch_size, config.num_samples * config.num_samples_per_task))
     results, played = {}, {}
-    for name in models_to_evaluate(config):
-        if config.mode in ("merge", "both") and name != "none":
-            tok, merged = _load(name, config, merge=True)
-            merged.save_pretrained(config.merged_path)
-            tok.save_pretrained(config.merged_path)
-            print(f"merged {name} -> {config.merged_path}")
-        if config.mode == "merge":
-            continue
-        if config.use_merged and name != "none":
-            tok, lm = load_tokenizer(config.merged_path), load_pretrained_model(config.merged_path)
-        else:
-            tok, lm = _load(name, config, merge=False)
-        collector = make_collector(config.env, envs, tok, config.algorithm.sampling, config.reward)
-        policy = Policy(lm.eval(), with_value_head=False, keep_reference=False).eval()
-        torch.manual_seed(config.seed)  # every model samples from the same stream (pairs stay comparable)
-        episodes, tps = evaluate_policy(policy, collector, spec)
-        results[name] = {**summarize(episodes, tps), "confidence": confidence(episodes)}
-        played[name] = episodes
-    for env in envs:
-        env.close()
+    try:
+        for name in models_to_evaluate(config):
+            got = _evaluate_one(name, config, spec, envs)
+            if got is not None:
+                results[name], played[name] = got
+    finally:
+        for env in envs:
+            env.close()
     names = list(results)
     for name in names[1:]:  # the first model (the adapter) against each other, on the same tasks
         results[name]["paired"] = {names[0]: paired(played[names[0]], played[name])}

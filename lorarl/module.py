@@ -70,6 +70,9 @@ class RLModule(L.LightningModule):
     def configure_model(self) -> None:
         self.sharding.apply(self.policy, getattr(self, "device_mesh", None))
 
+    def teardown(self, stage: str) -> None:
+        self.collector.close()  # the run's envs end with it (workers, sandboxes, file descriptors)
+
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         # foreach: one kernel per step for all (many small) adapter tensors, not a Python loop over them

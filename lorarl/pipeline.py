@@ -58,13 +58,12 @@ def held_out_success(config: TrainConfig, adapter: Path) -> float:
     tok, lm, base = build_base(model, adapter.parent.parent, corpus=None)  # model.path is set: nothing is built
     policy = build_policy(lm, model, base, with_value_head=False, keep_reference=False).eval()
     samples = config.trainer.eval_samples
-    envs = build_envs(config.env, min(samples, 16))
+    collector = make_collector(config.env, build_envs(config.env, min(samples, 16)), tok,
+                               replace(config.algorithm.sampling, greedy=True), config.reward)
     try:
-        collector = make_collector(config.env, envs, tok, replace(config.algorithm.sampling, greedy=True), config.reward)
         episodes, _ = evaluate_policy(policy, collector, EvalSpec(samples, config.trainer.eval_seed))
     finally:
-        for env in envs:
-            env.close()
+        collector.close()
     return sum(e.outcome == "correct" for e in episodes) / len(episodes)
 
 

@@ -170,6 +170,18 @@ class RolloutCollector:
                                        thread_name_prefix="env-step")
         self.timing = {"generate_s": 0.0, "env_wait_s": 0.0}  # of the last collect(): where its time went
 
+    def close(self, close_envs: bool = True) -> None:
+        """Stop the stepping threads and close the envs (their SQLite workers, sandboxes and
+        pipes): a process that runs many trainings (a sweep, a notebook, a bench) would otherwise
+        keep every run's workers and file descriptors. ``close_envs`` False: the envs are shared
+        with another collector. Safe to call twice."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for env in self.envs if close_envs else ():
+            try:
+                env.close()
+            except Exception as e:  # one env's failure to close must not keep the others open
+                log.warning("closing env %s: %s", type(env).__name__, e)
+
     def batch(self, episodes: Sequence["Episode"]) -> RolloutBatch:
         """The typed training batch of these episodes (right-padded with this tokenizer's pad id)."""
         return episodes_to_batch(episodes, self.tok.pad_token_id)

@@ -45,3 +45,27 @@ def tiny_lm(tiny_tokenizer, defaults):
     from lorarl.models import build_tiny_model
 
     return build_tiny_model(defaults.model.tiny, len(tiny_tokenizer), tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id)
+
+
+@pytest.fixture
+def high_descriptors():
+    """Every descriptor number below 1,100 taken, so whatever the test opens next is past
+    FD_SETSIZE (1,024), as in a trainer holding hundreds of envs: select() fails there."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.fail(f"RLIMIT_NOFILE hard limit {hard} < 1200: this test needs descriptor numbers past 1,024")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    held = []
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        while (fd := os.dup(null)) < 1100:
+            held.append(fd)
+        held.append(fd)
+        yield
+    finally:
+        for fd in held + [null]:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -13,13 +13,14 @@ in the trainer's memory.
 from __future__ import annotations
 
 import json
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from envs._io import wait_readable
 
 WORKER = Path(__file__).resolve().parent / "_worker.py"
 GRACE_S = 1.0  # past the budget the progress handler had its chance: the worker is killed
@@ -148,7 +149,7 @@ class Database:
             except (BrokenPipeError, OSError):
                 self._kill()
                 raise _Stopped("exited") from None
-        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+        if not wait_readable(self.proc.stdout.fileno(), timeout):
             self._kill()
             raise _Stopped(f"no answer within {timeout:g} s")
         line = self.proc.stdout.readline()

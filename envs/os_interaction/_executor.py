@@ -258,7 +258,7 @@ def read_until(fds, deadline, max_bytes, pid):
         left = deadline - time.monotonic()
         if left <= 0:
             return buf, None, "timeout"
-        ready, _, _ = select.select(watch, [], [], min(left, 0.05))
+        ready = readable(watch, min(left, 0.05))
         if status_fd in ready:
             chunk = os.read(status_fd, 256)
             if chunk:
@@ -274,12 +274,22 @@ def read_until(fds, deadline, max_bytes, pid):
                 if len(buf) > max_bytes:
                     return buf, None, "limit"
                 continue
+            watch.remove(out_fd)  # closed by every writer: stop watching it (it would always be ready)
         if pid in status:  # exited; a background child may still hold the pipe, so do not wait for EOF
             return drain(out_fd, buf, max_bytes), None, "exited"
 
 
+def readable(fds, timeout_s):
+    """Those of ``fds`` with data or end of file within ``timeout_s`` (poll: select.select fails
+    on descriptor numbers past 1023)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+    return [fd for fd, _ in poller.poll(max(0, int(timeout_s * 1000 + 0.999)))]
+
+
 def drain(fd, buf, max_bytes):
-    while len(buf) <= max_bytes and select.select([fd], [], [], 0)[0]:
+    while len(buf) <= max_bytes and readable([fd], 0):
         chunk = os.read(fd, 65536)
         if not chunk:
             break

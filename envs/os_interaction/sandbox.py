@@ -18,7 +18,6 @@ import json
 import os
 import resource
 import secrets
-import select
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from envs._io import wait_readable
 from envs.os_interaction import _launcher
 from envs.task_env import EnvFailure
 
@@ -184,7 +184,7 @@ class Sandbox:
         fd = self.proc.stdout.fileno()
         while (n := end(self._pending)) is None:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not wait_readable(fd, left):
                 self.close(1.0)
                 raise SandboxDied("no answer from the sandbox in time")
             chunk = os.read(fd, 1 << 16)

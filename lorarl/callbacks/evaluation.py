@@ -19,6 +19,9 @@ class PeriodicEvaluation(L.Callback):
         self.history: list[dict] = []
         self.last: dict[str, float] = {}  # the eval/* metrics last logged
 
+    def teardown(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        self.collector.close()
+
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1
         if not self.every or done % self.every:

@@ -177,6 +177,39 @@ def test_periodic_evaluation_logs_held_out_metrics(tmp_path):
         assert key in cb.last, key
 
 
+def test_runs_in_one_process_leave_no_workers_or_descriptors_behind(tmp_path):
+    """A sweep or a notebook trains many times in one process: each run's envs (SQLite workers,
+    their pipes) and stepping threads end with it, so the process never runs out of descriptors."""
+    import threading
+
+    def children():  # live processes whose parent is this one (whichever thread started them)
+        found = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                found.add(stat.parent.name)
+        return found
+
+    kept = []  # a notebook keeps its trainers and modules: nothing may wait for garbage collection
+
+    def fit(name):
+        config = compose(FAST + ["env=db_bench", "trainer.iterations=1", "trainer.eval_every=1",
+                                 "trainer.eval_samples=4", "algorithm.envs_per_rank=4", "algorithm.sampling.max_new_tokens=8"])
+        trainer, module, _ = build_run(config, tmp_path / name)
+        trainer.fit(module)
+        kept.append((trainer, module))
+
+    fit("warm-up")  # imports, lazily built tables, logging handlers
+    fds, procs, threads = len(os.listdir("/proc/self/fd")), children(), threading.active_count()
+    for i in range(3):
+        fit(f"run{i}")
+    assert len(os.listdir("/proc/self/fd")) <= fds, sorted(os.listdir("/proc/self/fd"))
+    assert children() <= procs and threading.active_count() <= threads
+
+
 def test_shell_env_trains_end_to_end_and_bad_env_kwargs_are_one_line(tmp_path):
     from envs.os_interaction.sandbox import probe
 

@@ -126,7 +126,7 @@ def config_error(overrides: list[str], run_dir: Path) -> str:
 
     def build(cfg, _):
         trainer, module, _ = build_run(load(cfg), run_dir)
-        module.collector.pool.shutdown()
+        module.collector.close()
 
     try:
         check_overrides(str(ROOT / "conf"), "config", overrides, build)

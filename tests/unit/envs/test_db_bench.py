@@ -447,3 +447,12 @@ def test_a_huge_reply_is_refused_fast_in_bounded_memory(env_id, kwargs):
     assert time.monotonic() - start < 2 and term and info["outcome"] == "invalid_action" and len(obs) < 200
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
     env.close()
+
+
+def test_works_with_descriptor_numbers_past_1023(high_descriptors):
+    env = gym.make(ID)
+    try:
+        info = play_oracle(env, seed=3)
+        assert info["outcome"] == "correct", info
+    finally:
+        env.close()

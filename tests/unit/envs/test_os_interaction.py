@@ -329,3 +329,13 @@ def test_a_null_check_without_an_example_is_refused_when_loading(tmp_path):
     path.write_text(json.dumps([{"description": "count", "evaluation": {"check": [None, "true"]}}]))
     with pytest.raises(ValueError, match="null check entry runs the task's example"):
         load_agentbench(path)
+
+
+@needs_sandbox
+def test_works_with_descriptor_numbers_past_1023(high_descriptors):
+    env = gym.make("lorarl/OSInteraction-v0")
+    try:
+        info, _ = play_oracle(env, seed=3)
+        assert info["outcome"] == "correct", info
+    finally:
+        env.close()
