@@ -26,7 +26,11 @@ NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "iv
          "peggy", "trent", "victor", "walter")
 GROUPS = ("devs", "ops", "audit", "archivists", "research", "support", "finance", "design")
 EXTS = ("log", "txt", "csv", "tmp", "md", "json")
-MODES = ("600", "640", "644", "700", "750", "755", "444", "400", "711", "664")
+MODES = ("600", "640", "644", "700", "750", "755", "444", "400", "711", "664", "604", "660", "666", "744", "751",
+         "770", "775", "777")
+# Counting questions draw their answer first, uniform over 1..MAX_COUNT, then build the files:
+# no constant answer wins more than 1 task in 12 (a guess must not be a policy RL can find).
+MAX_COUNT = 12
 q = shlex.quote
 
 
@@ -70,37 +74,41 @@ def _flat_files(rng, d, exts=EXTS, n=(6, 14)):
 
 def count_extension(rng):
     d, ext = f"/root/{rng.choice(WORDS)}", rng.choice(EXTS)
-    files = _flat_files(rng, d)
+    names = rng.sample(WORDS, rng.randint(MAX_COUNT + 2, MAX_COUNT + 8))
+    answer = rng.randint(1, MAX_COUNT)  # never 0 or a few likely values: nothing to guess without looking
+    other = [e for e in EXTS if e != ext]
+    files = {f"{d}/{w}.{ext if i < answer else rng.choice(other)}": _sentences(rng, rng.randint(1, 4))
+             for i, w in enumerate(names)}
     nested = {f"{d}/sub/{w}.{ext}": ["x"] for w in rng.sample(WORDS, 2)}  # must not be counted
-    files.setdefault(f"{d}/extra.{ext}", ["x"])  # never 0: an agent could guess that without looking
-    answer = sum(p.endswith("." + ext) for p in files)
     return _question("count_extension", f"How many files with the extension .{ext} are directly inside {d} "
                      "(do not count files in its subdirectories)?",
                      [_write(p, c) for p, c in {**files, **nested}.items()], answer,
                      f"find {d} -maxdepth 1 -type f -name '*.{ext}' | wc -l")
 
 
-def _tree(rng, d, exts=EXTS):
-    files = {}
-    for sub in ("", *(f"/{w}" for w in rng.sample(WORDS, rng.randint(1, 3)))):
-        for w in rng.sample(WORDS, rng.randint(1, 5)):
-            files[f"{d}{sub}/{w}.{rng.choice(exts)}"] = _sentences(rng, 1)
-    return files
+def _tree(rng, d, exts=EXTS, total=None):
+    """``total`` files (default: 2 to 20) spread over ``d`` and 1 to 3 subdirectories."""
+    dirs = ["", *(f"/{w}" for w in rng.sample(WORDS, rng.randint(1, 3)))]
+    names = rng.sample(WORDS, total or rng.randint(2, 20))
+    return {f"{d}{rng.choice(dirs)}/{w}.{rng.choice(exts)}": _sentences(rng, 1) for w in names}
 
 
 def count_recursive(rng):
     d = f"/root/{rng.choice(WORDS)}"
-    files = _tree(rng, d)
+    files = _tree(rng, d, total=rng.randint(1, MAX_COUNT) + 1)
     return _question("count_recursive", f"How many regular files are in {d} and all of its subdirectories?",
                      [_write(p, c) for p, c in files.items()], len(files), f"find {d} -type f | wc -l")
 
 
 def grep_count(rng):
     path, word = f"/root/{rng.choice(WORDS)}.txt", rng.choice(WORDS)
-    lines = _sentences(rng, rng.randint(8, 40))
-    lines[rng.randrange(len(lines))] += f" {word}"  # never 0: an agent could guess that without looking
+    answer = rng.randint(1, MAX_COUNT)  # never 0: an agent could guess that without looking
+    lines = [" ".join(rng.choice([w for w in WORDS if w != word]) for _ in range(rng.randint(2, 6)))
+             for _ in range(answer + rng.randint(4, 28))]
+    for i in rng.sample(range(len(lines)), answer):
+        lines[i] += f" {word}"
     return _question("grep_count", f"How many lines of {path} contain the word '{word}'?", [_write(path, lines)],
-                     sum(word in line.split() for line in lines), f"grep -c {word} {path}")
+                     answer, f"grep -c {word} {path}")
 
 
 def most_frequent(rng):
@@ -147,11 +155,12 @@ def find_content(rng):
 
 
 def distinct_lines(rng):
-    pool = rng.sample(WORDS, rng.randint(3, 12))
-    lines = [rng.choice(pool) for _ in range(rng.randint(len(pool), 50))]
+    pool = rng.sample(WORDS, rng.randint(3, 3 + 2 * MAX_COUNT))
+    lines = pool + [rng.choice(pool) for _ in range(rng.randint(0, 30))]  # every word at least once
+    rng.shuffle(lines)
     path = "/root/items.txt"
     return _question("distinct_lines", f"How many distinct lines are in {path}?", [_write(path, lines)],
-                     len(set(lines)), f"sort -u {path} | wc -l")
+                     len(pool), f"sort -u {path} | wc -l")
 
 
 def line_at(rng):

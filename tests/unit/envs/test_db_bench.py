@@ -456,3 +456,25 @@ def test_works_with_descriptor_numbers_past_1023(high_descriptors):
         assert info["outcome"] == "correct", info
     finally:
         env.close()
+
+
+def test_no_constant_answer_wins_more_than_1_in_7_tasks_of_any_skill():
+    """An agent that always answers the same (the most common answer of a skill, even knowing the
+    table from the question) must not find a reward RL can climb: `count` once answered 2 in 31%
+    of its tasks, and a tiny model learned to answer [2] to everything."""
+    import re
+
+    for skill in SKILLS:
+        best, total = Counter(), 0
+        by_template: dict[str, Counter] = {}
+        for seed in range(600):
+            task = generate(seed, [skill])
+            if task.kind != "select":
+                break
+            answer = tuple(sorted(map(str, task.label)))
+            template = task.table_name + re.sub(r"\d+|'[^']*'|named \w+", "#", task.description)
+            by_template.setdefault(template, Counter())[answer] += 1
+            total += 1
+        if total:
+            wins = sum(c.most_common(1)[0][1] for c in by_template.values())
+            assert wins / total <= 1 / 7, (skill, wins / total, [c.most_common(2) for c in by_template.values()])

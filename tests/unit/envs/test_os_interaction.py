@@ -339,3 +339,15 @@ def test_works_with_descriptor_numbers_past_1023(high_descriptors):
         assert info["outcome"] == "correct", info
     finally:
         env.close()
+
+
+def test_no_constant_answer_wins_more_than_1_in_7_generated_tasks_of_any_skill():
+    """The best constant answer of each question skill (what RL would find if guessing paid)."""
+    from collections import Counter
+
+    from envs.os_interaction.generator import SKILLS, generate
+
+    for skill in sorted(SKILLS):
+        answers = Counter(t.match["answer"] for t in (generate(seed, (skill,)) for seed in range(600)) if t.match)
+        if answers:
+            assert answers.most_common(1)[0][1] / 600 <= 1 / 7, (skill, answers.most_common(3))
