@@ -202,7 +202,7 @@ def build_run(config: TrainConfig, run_dir: str | Path):
         transcripts_every=tr.transcripts_every, transcripts_count=tr.transcripts_count,
     )
     module = RLModule(policy, collector, spec, alg.optim, loop, plan)
-    callbacks = [AdapterCheckpoint(run_dir / "checkpoints", tr.checkpoint_every, tr.keep_last)]
+    callbacks = [AdapterCheckpoint(run_dir / "checkpoints", tr.checkpoint_every, tr.keep_last, tok)]
     if tr.eval_every:
         greedy = replace(alg.sampling, greedy=True)
         eval_collector = make_collector(env, build_envs(env, min(alg.envs_per_rank, tr.eval_samples)), tok, greedy,
@@ -233,7 +233,7 @@ def build_sft_run(config: TrainConfig, run_dir: Path):
     encode = lambda part: sft.Transcripts([sft.encode(m, p, framer, spec.max_tokens) for m, p in part])  # noqa: E731
     optim = replace(config.algorithm.optim, lr=config.sft.lr)
     module = sft.SFTModule(policy, encode(train), encode(val), spec, optim, tok.pad_token_id, plan)
-    callbacks = [AdapterCheckpoint(run_dir / "checkpoints", 1, config.trainer.keep_last)]
+    callbacks = [AdapterCheckpoint(run_dir / "checkpoints", 1, config.trainer.keep_last, tok)]
     trainer = build_trainer(config, run_dir, strategy, callbacks, resume_from,
                             gradient_clip_val=config.algorithm.optim.max_grad_norm, limit_val_batches=1.0 if len(val) else 0)
     return trainer, module, resume_from

@@ -16,8 +16,11 @@ from lorarl import checkpointing as ckpt
 
 
 class AdapterCheckpoint(L.Callback):
-    def __init__(self, dirpath: str | Path, every_n_iterations: int, keep_last: int | None = None):
+    def __init__(self, dirpath: str | Path, every_n_iterations: int, keep_last: int | None = None, tokenizer=None):
+        """``tokenizer``: saved with full fine-tuning checkpoints, so that one loads on its own
+        (AutoTokenizer and AutoModelForCausalLM on the directory, or evaluate.py model_path=)."""
         self.dirpath = Path(dirpath)
+        self.tokenizer = tokenizer
         self.every = every_n_iterations
         self.keep_last = keep_last
         self.last_saved: Path | None = None
@@ -38,6 +41,8 @@ class AdapterCheckpoint(L.Callback):
             state = module.sharding.trainable_state_dict(module.policy)  # collective when sharded
             if trainer.is_global_zero:
                 ckpt.save_policy_files(module.policy, state, tmp)
+                if self.tokenizer is not None and not ckpt.is_lora(module.policy.lm):
+                    self.tokenizer.save_pretrained(str(tmp))
             trainer.save_checkpoint(tmp / ckpt.TRAINER_STATE, weights_only=False)  # collective; rank 0 writes
             if trainer.is_global_zero:
                 ckpt.write_stats(tmp, training_stats(module, iteration, trainer.global_step))

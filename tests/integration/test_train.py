@@ -124,6 +124,11 @@ def test_other_algorithms_and_full_finetune_run(tmp_path, advantage):
     assert sum(not torch.equal(after[n], v) for n, v in before.items()) > len(before) // 2  # full FT moves base weights
     assert (tmp_path / "checkpoints/iter_000002/model.safetensors").exists()
     assert "rollout/kl_to_base_k3" in module.last_stats
+    if advantage == "grpo":  # a full model checkpoint loads on its own, tokenizer included, in evaluate.py
+        proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "adapter=none",
+                               f"model_path={tmp_path / 'checkpoints/iter_000002'}", "env=target_word", "num_samples=4"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "success_rate" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_logprob_mismatch_fails_loudly(tmp_path):
