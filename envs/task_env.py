@@ -138,11 +138,21 @@ class TaskEnv(gym.Env):
             except EnvFailure as e:
                 outcome, extra = "env_error", {**extra, "error": str(e)}
         info = {**self._info(), "outcome": outcome, **extra}
+        try:
+            expected = self._expected()
+        except Exception:  # noqa: BLE001  a line for readers: never worth failing an episode over
+            expected = None
+        if expected is not None:  # said once the episode is over (info never reaches the policy)
+            info["expected"] = expected
         self._release()
         return observation, float(outcome == "correct"), not truncated, truncated, info
 
     def _settle(self, outcome: str) -> str:
         return outcome
+
+    def _expected(self) -> str | None:
+        """What would have been correct, in a line, for people reading the transcript."""
+        return None
 
     def _step(self, text: str):
         raise NotImplementedError

@@ -279,10 +279,12 @@ def _summary_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
 def _report_path(name: str, config) -> Path:
     env = config.env.id.split("/")[-1]
     label = "base" if name == "none" else Path(name).name
-    if config.report:
-        return Path(config.report) if len(models_to_evaluate(config)) == 1 else Path(config.report) / f"{label}_{env}.json"
-    if name == "none":
-        return Path(config.adapter if config.adapter != "none" else ".") / f"eval_{env}_base.json"
+    if config.report:  # a file for one model; a directory (or a path ending in /) holds one per model
+        as_dir = Path(config.report).is_dir() or config.report.endswith("/") or len(models_to_evaluate(config)) > 1
+        return Path(config.report) / f"{label}_{env}.json" if as_dir else Path(config.report)
+    if name == "none":  # next to the adapter it is compared with, else next to a local base model
+        local = config.model_path if config.model_path and Path(config.model_path).is_dir() else "."
+        return Path(config.adapter if config.adapter != "none" else local) / f"eval_{env}_base.json"
     return Path(name) / f"eval_{env}.json"
 
 

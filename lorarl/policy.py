@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import logging
 from dataclasses import dataclass
 
@@ -293,6 +294,13 @@ def _head_owner(model: nn.Module) -> tuple[tuple[str, nn.Module], nn.Module]:
     raise RuntimeError(f"{type(model).__name__}: its output head is not one of its modules")
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_argument(model_class: type) -> str:
+    """The KV cache's keyword: ``cache`` from transformers 5.24 (``past_key_values`` warns there),
+    ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def _decode_loop(lm, input_ids, attention_mask, max_new_tokens: int, temperature: float | None, eos: int, pad: int):
     """Token-by-token decoding with a dynamic KV cache. ``temperature`` None: greedy. Rows that
     have emitted ``eos`` continue with ``pad`` (masked out of attention) until every row is done.
@@ -310,8 +318,8 @@ def _decode_loop(lm, input_ids, attention_mask, max_new_tokens: int, temperature
     lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=input_ids.device)
     tokens, logprobs = [], []
     for t in range(max_new_tokens):
-        logits = lm(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, past_key_values=cache,
-                    use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        logits = lm(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, use_cache=True,
+                    logits_to_keep=1, **{_cache_argument(type(lm)): cache}).logits[:, -1].float()
         logp = torch.log_softmax(logits / (temperature or 1.0), dim=-1)
         nxt = logp.argmax(-1) if temperature is None else torch.multinomial(logp.exp(), 1).squeeze(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)

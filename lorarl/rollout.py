@@ -133,7 +133,7 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device), mask.to(device)
 
 
-VERDICT_KEYS = ("reference", "error", "judge_error")  # what an env's final info says about the judging
+VERDICT_KEYS = ("expected", "reference", "error", "judge_error")  # what an env's final info says about the judging
 
 
 class _Reset(NamedTuple):

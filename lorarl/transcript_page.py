@@ -32,7 +32,7 @@ word-break:break-word;font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,monospac
 .prompt{background:#eef0f4;color:#57606a}.user{background:#fff8e6;border-left:3px solid #d4a72c}
 .assistant{background:#e7f0ff;border-left:3px solid #3b74d9}.verdict{background:#f3eefc;border-left:3px solid #8250df}
 .role{font:600 11px system-ui;text-transform:uppercase;letter-spacing:.04em;color:#57606a;display:block;margin-bottom:2px}
-.muted{color:#8b949e}
+.muted{color:#8b949e}summary{cursor:pointer;color:#57606a;font-style:italic}
 """
 
 _SCRIPT = r"""
@@ -48,14 +48,21 @@ $('thead').innerHTML = '<tr>' + head.map((h) => `<th>${esc(h)}</th>`).join('') +
 function messageHtml(m){
   const kind = m.prompt ? 'prompt' : m.role;
   const who = m.prompt ? 'prompt (' + m.role + ')' : (m.role === 'assistant' ? 'agent' : 'environment');
-  return `<div class="msg ${esc(kind)}"><span class="role">${esc(who)}</span>${esc(m.content)}</div>`;
+  // A long prompt (AgentBench's instructions, the same in every episode) folds but for its last
+  // lines, where the task itself is: the agent's turns then fit on the screen.
+  const lines = String(m.content).split('\n');
+  const body = m.prompt && lines.length > 12
+    ? `<details><summary>${lines.length - 4} lines of instructions</summary>${esc(lines.slice(0, -4).join('\n'))}</details>`
+      + esc(lines.slice(-4).join('\n'))
+    : esc(m.content);
+  return `<div class="msg ${esc(kind)}"><span class="role">${esc(who)}</span>${body}</div>`;
 }
 function detail(r){
   const cols = models.map((m) => {
     const e = r.by_model[m];
     if (!e) return `<div class="col"><h3>${esc(m)}</h3><p class="muted">not evaluated on this task</p></div>`;
     const v = e.verdict || {};
-    const extra = ['reference', 'error', 'judge_error'].filter((k) => v[k]).map((k) => `${k}: ${v[k]}`).join('\n');
+    const extra = ['expected', 'reference', 'error', 'judge_error'].filter((k) => v[k]).map((k) => `${k}: ${v[k]}`).join('\n');
     const verdict = `<div class="msg verdict"><span class="role">verdict: ${esc(e.outcome)}, reward ${e.reward.toFixed(3)}</span>`
       + esc(v.observation || '') + (extra ? '\n' + esc(extra) : '') + '</div>';
     return `<div class="col"><h3>${esc(m)} ${badge(e.outcome)}</h3>${e.transcript.map(messageHtml).join('')}${verdict}</div>`;

@@ -121,6 +121,14 @@ class DBBenchEnv(TaskEnv):
             return outcome
         return "correct" if self.reference.matches(state) else outcome
 
+    def _expected(self) -> str | None:
+        if self.task is None:
+            return None
+        if self.task.kind == "modify":
+            gold = self.task.gold_sql
+            return f"the table as this leaves it: {gold}" if gold else "the table AgentBench's answer_md5 describes"
+        return f"Final Answer: {self.task.label!r}"
+
     def _info(self) -> dict:
         info = {"task_type": self.task.task_type, "skills": list(self.task.skills), "rounds": self.rounds,
                 "source": self.task.source, "task_index": self.task_index,

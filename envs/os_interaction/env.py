@@ -206,6 +206,18 @@ class OSInteractionEnv(TaskEnv):
             params.append(r.output)
         return True
 
+    def _expected(self) -> str | None:
+        task = self.task
+        if task is None:
+            return None
+        if task.match is not None:
+            return f"answer {task.match['answer']!r}" if "answer" in task.match else f"an answer matching /{task.match['regex']}/"
+        # a null check entry compares with the example's output, computed at reset: that is the answer
+        shown = f"answer {self.truth.strip()!r}; " if self.truth is not None and None in task.check else ""
+        scripts = (f"{c[0]}: {c[1].strip().splitlines()[0][:120]}" if c and c[1].strip() else "the example"
+                   for c in task.check)
+        return f"{shown}checks: {' | '.join(scripts)}"
+
     def _info(self) -> dict:
         info = {"task_type": self.task.task_type, "skills": list(self.task.labels), "rounds": self.rounds,
                 "source": self.task.source, "task_index": self.task_index}

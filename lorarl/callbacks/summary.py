@@ -12,7 +12,7 @@ import lightning as L
 
 from lorarl import checkpointing as ckpt
 
-WARM_UP = "python train.py experiment=db_count_warmstart"
+WARM_UP = "add stage=warmstart (python train.py experiment=target_word_warmstart shows it learning in a minute)"
 
 
 def next_steps(run_dir: Path, adapter: Path | None, tensorboard: bool) -> list[str]:

@@ -17,10 +17,11 @@ EVIL = "</script><script>document.title='pwned'</script>"
 def episode(task: int, outcome: str, reply: str, skill: str = "count") -> Episode:
     e = Episode(group_id=task, seed=task)
     e.outcome, e.task_type, e.reward, e.turns, e.prompt_turns = outcome, skill, 1.0 if outcome == "correct" else -0.5, 2, 1
-    e.messages = [{"role": "user", "content": "How many rows have age > 30?"},
+    instructions = "\n".join(f"instruction line {i}" for i in range(15))  # AgentBench's are 17 lines
+    e.messages = [{"role": "user", "content": f"{instructions}\nHow many rows have age > 30?"},
                   {"role": "assistant", "content": "Action: Operation\n```sql\nSELECT COUNT(*) FROM t\n```"},
                   {"role": "user", "content": "[(4,)]"}, {"role": "assistant", "content": f"Final Answer: [{reply}]"}]
-    e.verdict = {"observation": "Answer received.", "reference": "label"}
+    e.verdict = {"observation": "Answer received.", "expected": "Final Answer: [4]", "reference": "label"}
     return e
 
 
@@ -71,6 +72,9 @@ def test_chromium_renders_filters_and_opens_transcripts(tmp_path):
     assert "<title>lorarl evaluation</title>" in dom and "pwned" not in dom.split("<title>")[1].split("</title>")[0]
     opened = run("--dump-dom", f"file://{page}#skill=count&open=1").stdout
     assert opened.count('class="ep"') == 3 and opened.count('class="msg assistant"') == 4  # two models x two turns
+    assert "expected: Final Answer: [4]" in opened  # the verdict says what was right
+    folded = opened.split("<details>")[1].split("</details>")[0]  # long instructions fold; the question stays visible
+    assert "12 lines of instructions" in folded and "How many rows" not in folded and "How many rows" in opened
     shot = tmp_path / "shot.png"
     run("--window-size=1280,820", f"--screenshot={shot}", f"file://{page}#open=2")
     image = Image.open(shot).convert("RGB")

@@ -478,3 +478,16 @@ def test_no_constant_answer_wins_more_than_1_in_7_tasks_of_any_skill():
         if total:
             wins = sum(c.most_common(1)[0][1] for c in by_template.values())
             assert wins / total <= 1 / 7, (skill, wins / total, [c.most_common(2) for c in by_template.values()])
+
+
+def test_the_final_info_says_what_was_expected_and_only_at_the_end():
+    env = gym.make(ID, skills=["count", "insert"])
+    obs, info = env.reset(seed=1)
+    assert "expected" not in info
+    task = env.unwrapped.task
+    obs, _, _, _, info = env.step(op("SELECT 1"))
+    assert "expected" not in info  # mid-episode info never carries it
+    obs, _, term, _, info = env.step(answer(["x"]))
+    assert term and (info["expected"] == f"Final Answer: {task.label!r}" if task.kind == "select"
+                     else info["expected"].endswith(task.gold_sql))
+    env.close()

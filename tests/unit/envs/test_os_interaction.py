@@ -351,3 +351,22 @@ def test_no_constant_answer_wins_more_than_1_in_7_generated_tasks_of_any_skill()
         answers = Counter(t.match["answer"] for t in (generate(seed, (skill,)) for seed in range(600)) if t.match)
         if answers:
             assert answers.most_common(1)[0][1] / 600 <= 1 / 7, (skill, answers.most_common(3))
+
+
+@needs_sandbox
+def test_the_final_info_says_what_was_expected():
+    env = gym.make("lorarl/OSInteraction-v0", skills=["count_lines", "make_dirs"])
+    try:
+        seen = set()
+        for seed in range(6):
+            env.reset(seed=seed)
+            task = env.unwrapped.task
+            *_, info = env.step("Act: answer(0)")
+            if task.match:
+                assert info["expected"] == f"answer {task.match['answer']!r}"
+            else:
+                assert info["expected"].startswith("checks: bash: ")
+            seen.add(bool(task.match))
+        assert seen == {True, False}
+    finally:
+        env.close()
