@@ -247,3 +247,13 @@ def test_one_command_warm_start_runs_sft_then_rl_and_reports_held_out_success(tm
     assert any(ln.startswith("held-out success: ") and "after SFT ->" in ln and "after 2 RL iterations" in ln
                for ln in lines), proc.stdout[-2000:]
     assert f"python evaluate.py adapter={rl}" in proc.stdout
+
+
+def test_the_learning_demo_raises_held_out_success(tmp_path):
+    """experiment=target_word_warmstart as the README runs it: RL raises held-out success over SFT."""
+    import re
+
+    proc = run_train(["experiment=target_word_warmstart", "trainer.progress_bar=false", f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = re.search(r"held-out success: ([\d.]+) after SFT -> ([\d.]+) after 30 RL iterations", proc.stdout)
+    assert got and float(got[2]) > float(got[1]) >= 0.5, proc.stdout[-2000:]
