@@ -20,7 +20,7 @@ def build_envs(env: EnvConfig, count: int) -> list[gym.Env]:
         raise ConfigError(f"env {env.id}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def make_collector(env: EnvConfig, envs: list[gym.Env], tokenizer, sampling: SamplingSpec, rewards) -> RolloutCollector:
+def make_collector(env: EnvConfig, played: list[gym.Env], tokenizer, sampling: SamplingSpec, rewards) -> RolloutCollector:
     """A collector over ``envs`` with the env config's prompt, time budgets and stepping threads."""
-    return RolloutCollector(envs, tokenizer, sampling, rewards, env.system_prompt, env.episode_timeout_s,
+    return RolloutCollector(played, tokenizer, sampling, rewards, env.system_prompt, env.episode_timeout_s,
                             env.step_workers, env.straggler_timeout_s)

@@ -6,29 +6,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Any, Optional
 
 import torch
 
-LORA_INITS = ("default", "gaussian", "pissa", "olora")
+from lorarl.specs import LORA_INITS, LoraSpec  # noqa: F401  (LORA_INITS: for importers)
+
 REFERENCE_ADAPTER = "reference"  # a warm start's frozen adapter: the policy RL started from
-
-
-@dataclass
-class LoraSpec:
-    enabled: bool  # False (or rank 0) trains every base weight instead
-    rank: int
-    alpha: float  # scaling is alpha / rank
-    dropout: float
-    target_modules: Any  # "all-linear" or a list of module names
-    exclude_modules: list[str]
-    init: str  # "default": PEFT's zero-B (adapter starts as identity) | gaussian | pissa | olora
-    lora_path: Optional[str]  # warm-start from this saved adapter directory
-
-    @property
-    def active(self) -> bool:
-        return self.enabled and self.rank > 0
 
 
 def apply_lora(model: torch.nn.Module, spec: LoraSpec) -> torch.nn.Module:

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
 
-
-@dataclass
-class TinyModelSpec:
-    """Shape of the built-in random-weight Qwen2 (a real architecture, just small); defaults in
-    conf/model/tiny.yaml. Its initializer_range is 0.2: HF's 0.02 gives near-zero logits, and
-    behind RMSNorm a LoRA on the (unadapted-by-default) lm_head inputs can then move logits by
-    ~1 nat only, so the policy can never become peaked."""
-
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    intermediate_size: int
-    max_positions: int
-    initializer_range: float
-    init_seed: int  # base weights depend only on this, so every run shares one base model
-    vocab_size: Optional[int]  # null: the tokenizer's (a larger one only adds unused rows: for benchmarks)
+from lorarl.specs import TinyModelSpec
 
 
 def build_tiny_model(spec: TinyModelSpec, vocab_size: int, eos_token_id: int, pad_token_id: int) -> PreTrainedModel:

@@ -162,7 +162,7 @@ class RLModule(L.LightningModule):
         """Every ``transcripts_every`` iterations: the first episodes as TensorBoard text, and as a
         page to read in a browser (runs/<run>/transcripts/iter_N.html)."""
         every = self.loop.transcripts_every
-        if not every or iteration % every or self.global_rank != 0:
+        if not every or (iteration + 1) % every or self.global_rank != 0:  # iterations 5, 10, ... as checkpoints
             return
         shown = episodes[: self.loop.transcripts_count]
         add_text = getattr(getattr(self.logger, "experiment", None), "add_text", None)

@@ -28,47 +28,8 @@ import torch
 from lorarl import advantages as A
 from lorarl import losses
 from lorarl.ops import masked_mean, masked_whiten
+from lorarl.specs import ADVANTAGES, OptimSpec, PPOSpec  # noqa: F401  (OptimSpec: for importers)
 from lorarl.types import RolloutBatch
-
-
-@dataclass
-class PPOSpec:
-    """The update's settings; defaults live in conf/algorithm/ppo.yaml."""
-
-    advantage: str  # a key of ESTIMATORS
-    group_size: int  # episodes per task (GRPO needs > 1)
-    ppo_epochs: int  # passes over each rollout batch
-    minibatch_size: int  # episodes per optimizer step
-    clip_eps: float  # ratio clip range
-    dual_clip: Optional[float]  # e.g. 3.0: bound the loss of negative-advantage tokens
-    entropy_coef: float
-    kl_coef: float  # weight of KL(policy || base)
-    kl_estimator: str  # k1 | k2 | k3
-    kl_metric_episodes: int  # with kl_coef 0: episodes whose KL to the base is measured for the log (0: none)
-    value_coef: float
-    value_clip: Optional[float]
-    gamma: float
-    lam: float
-    normalize_advantages: bool  # whiten GAE advantages over the batch's action tokens
-    grpo_scale_by_std: bool
-    baseline_momentum: float  # REINFORCE running-mean baseline
-
-    @classmethod
-    def of(cls, config) -> "PPOSpec":
-        """The PPO fields of a config object that has them (the schema's AlgorithmConfig)."""
-        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
-
-    @property
-    def uses_critic(self) -> bool:
-        return ESTIMATORS[self.advantage].critic
-
-
-@dataclass
-class OptimSpec:
-    lr: float
-    weight_decay: float
-    warmup_steps: int  # optimizer steps of linear warm-up, then constant
-    max_grad_norm: Optional[float]
 
 
 @dataclass
@@ -128,9 +89,9 @@ class Estimator:
 
 
 ESTIMATORS = {
-    "gae": Estimator(_gae, critic=True),
-    "grpo": Estimator(_grpo, critic=False),
-    "reinforce": Estimator(_reinforce, critic=False),
+    "gae": Estimator(_gae, critic=ADVANTAGES["gae"]),
+    "grpo": Estimator(_grpo, critic=ADVANTAGES["grpo"]),
+    "reinforce": Estimator(_reinforce, critic=ADVANTAGES["reinforce"]),
 }
 
 

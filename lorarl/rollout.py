@@ -16,28 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
 from lorarl.policy import Policy
 from lorarl.rewards import RewardTable
+from lorarl.specs import SamplingSpec
 from lorarl.types import RolloutBatch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SamplingSpec:
-    """How replies are sampled; defaults live in conf/algorithm/ppo.yaml (and the env files)."""
-
-    max_new_tokens: int  # per turn
-    temperature: float  # also applied when logprobs are recomputed for training
-    max_context_tokens: int  # an episode that would outgrow this ends as "context_limit"
-    greedy: bool  # argmax decoding (evaluation)
-    merge_adapter: Optional[bool]  # generate with the adapter merged into the weights; null: wherever possible
-    cache: str  # dynamic | static (KV cache of generation)
-    compile: bool  # static cache only: torch.compile the decoding step (CUDA graphs on GPU)
 
 
 @dataclass

@@ -17,12 +17,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lorarl.lora import LORA_INITS, LoraSpec
-from lorarl.models import TinyModelSpec
-from lorarl.ppo import ESTIMATORS, OptimSpec, PPOSpec
 from lorarl.rewards import RewardTable
-from lorarl.rollout import SamplingSpec
-from lorarl.strategies import STRATEGIES, StrategySpec
+from lorarl.specs import ADVANTAGES, LORA_INITS, STRATEGIES, LoraSpec, OptimSpec, PPOSpec, SamplingSpec, StrategySpec, TinyModelSpec
 
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -233,7 +229,7 @@ def validate_model(m: ModelConfig) -> None:
 
 
 def validate_algorithm(alg: AlgorithmConfig) -> None:
-    _choice("algorithm.advantage", alg.advantage, tuple(ESTIMATORS))
+    _choice("algorithm.advantage", alg.advantage, tuple(ADVANTAGES))
     _choice("algorithm.kl_estimator", alg.kl_estimator, KL_ESTIMATORS)
     for key in ("ppo_epochs", "minibatch_size", "group_size", "envs_per_rank"):
         _need(isinstance(getattr(alg, key), int) and getattr(alg, key) >= 1, f"algorithm.{key}", getattr(alg, key), "must be >= 1")

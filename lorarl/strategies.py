@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
 
 import importlib.util
 
 import torch
 
 from lorarl.sharding import DeepSpeedPlan, FSDP2Plan, ShardingPlan
-
-STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
-
-
-@dataclass
-class StrategySpec:
-    """Defaults in conf/strategy/auto.yaml."""
-
-    name: str  # auto | ddp | fsdp (FSDP2) | deepspeed_stage_2 | deepspeed_stage_3
-    activation_checkpointing: bool  # recompute decoder activations in backward
-    offload_optimizer: bool  # DeepSpeed only: keep optimizer state on CPU
-    process_group_backend: Optional[str]  # nccl on GPU, gloo on CPU when unset
-
+from lorarl.specs import STRATEGIES, StrategySpec
 
 def deepspeed_config(stage: int, max_grad_norm: float | None, offload_optimizer: bool, precision: str) -> dict:
     """ZeRO config. Micro-batch = the PPO minibatch and no engine-side accumulation: lorarl

@@ -120,8 +120,11 @@ def test_two_rank_resumed_run_equals_an_uninterrupted_one(busy, tmp_path):
               "trainer.progress_bar=false", "trainer.checkpoint_every=2", "algorithm.envs_per_rank=4",
               "algorithm.minibatch_size=2"]
     a, b = tmp_path / "a", tmp_path / "b"
-    for run, iterations in ((a, 3), (b, 2), (b, 3)):
-        train(common + [f"trainer.iterations={iterations}", f"hydra.run.dir={run}"])
+    train(common + ["trainer.iterations=3", f"hydra.run.dir={a}"])
+    shutil.copytree(a, b)  # as if stopped after the save of iteration 2: a second run resumes there
+    shutil.rmtree(b / "checkpoints/iter_000003")
+    out = train(common + ["trainer.iterations=3", f"hydra.run.dir={b}"])
+    assert "resuming from" in out.stdout + out.stderr and "iter_000002" in out.stdout + out.stderr
     assert same(adapter(a, 3), adapter(b, 3))
     state = lambda run: torch.load(run / "checkpoints/iter_000003/trainer_state.pt", weights_only=False)["lorarl"]
     assert state(a)["advantage_state"] == state(b)["advantage_state"] and state(a)["advantage_state"]["baseline"] != 0.0

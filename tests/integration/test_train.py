@@ -45,7 +45,7 @@ def test_default_train_py_completes_and_leaves_user_files(tmp_path):
     # it ends by saying what it reached, where the adapter is and what to run next, on the console and in the log
     newest = tmp_path / "checkpoints/iter_000010"
     for line in ("done: 10 iterations in", f"adapter: {newest}", f"tensorboard --logdir {tmp_path / 'tb'}",
-                 f"python evaluate.py adapter={newest}", "experiment=db_count_warmstart"):
+                 f"python evaluate.py adapter={newest}", "experiment=target_word_warmstart"):
         assert line in proc.stdout and line in log, line
     assert (tmp_path / "transcripts/iter_000005.html").exists()  # logged samples, readable in a browser
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr and "Tip" not in proc.stderr  # a quiet console
@@ -231,6 +231,7 @@ def test_shell_env_trains_end_to_end_and_bad_env_kwargs_are_one_line(tmp_path):
         "config error: env lorarl/OSInteraction-v0: source='bogus': expected generator, agentbench or lifelong")
 
 
+@pytest.mark.slow  # the same pipeline as the learning demo below, on db_bench with a BPE tokenizer
 def test_one_command_warm_start_runs_sft_then_rl_and_reports_held_out_success(tmp_path):
     """experiment=db_count_warmstart, shrunk: oracle transcripts, SFT, RL from its adapter."""
     proc = run_train(["experiment=db_count_warmstart", "sft.oracle_episodes=48", "sft.epochs=1", "trainer.iterations=2",
@@ -255,5 +256,10 @@ def test_the_learning_demo_raises_held_out_success(tmp_path):
 
     proc = run_train(["experiment=target_word_warmstart", "trainer.progress_bar=false", f"hydra.run.dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sum(1 for _ in open(tmp_path / "transcripts.jsonl")) == 400  # the oracle's, then SFT, then RL from it
+    rl = tmp_path / "rl/checkpoints/iter_000030"
+    cfg = json.loads((rl / "adapter_config.json").read_text())
+    assert Path(cfg["base_model_name_or_path"]) == (tmp_path / "sft/base_model").resolve()  # RL continued SFT's model
+    assert "held-out success after SFT: " in proc.stdout and f"python evaluate.py adapter={rl}" in proc.stdout
     got = re.search(r"held-out success: ([\d.]+) after SFT -> ([\d.]+) after 30 RL iterations", proc.stdout)
     assert got and float(got[2]) > float(got[1]) >= 0.5, proc.stdout[-2000:]

@@ -380,7 +380,7 @@ def test_a_killed_worker_restores_state_a_replay_could_not(tmp_path):
     env = gym.make(ID, query_timeout_s=0.5, skills=["update"])
     env.reset(seed=1)
     t = env.unwrapped.task.table_name
-    steps = [f"CREATE TABLE k (id INTEGER PRIMARY KEY, v UNIQUE)",
+    steps = ["CREATE TABLE k (id INTEGER PRIMARY KEY, v UNIQUE)",
              "INSERT INTO k (v) VALUES (1), (2), (2)",  # fails on the third row: the statement is undone
              "INSERT INTO k (v) SELECT last_insert_rowid() + 10",
              f"UPDATE {t} SET rowid = rowid + 1000 WHERE rowid = (SELECT max(rowid) FROM {t})",
@@ -465,7 +465,7 @@ def test_no_constant_answer_wins_more_than_1_in_7_tasks_of_any_skill():
     import re
 
     for skill in SKILLS:
-        best, total = Counter(), 0
+        total = 0
         by_template: dict[str, Counter] = {}
         for seed in range(600):
             task = generate(seed, [skill])

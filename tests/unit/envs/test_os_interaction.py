@@ -135,6 +135,19 @@ def test_check_env_and_deterministic_reset():
 
 
 @needs_sandbox
+def test_oracle_solves_two_generated_tasks_of_every_skill():
+    outcomes = Counter()
+    for skill in sorted(SKILLS):
+        env = gym.make(ID, skills=[skill])
+        for seed in range(2):
+            info, _ = play_oracle(env, seed=seed)
+            assert info["task_type"] == skill
+            outcomes[info["outcome"]] += 1
+        env.close()
+    assert outcomes == {"correct": 2 * len(SKILLS)}
+
+
+@pytest.mark.slow
 def test_oracle_solves_200_generated_tasks_and_every_skill_occurs():
     env = gym.make(ID)
     outcomes, skills = Counter(), Counter()

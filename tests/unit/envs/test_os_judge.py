@@ -114,7 +114,7 @@ def test_lazy_agents_never_win_generated_tasks(skill):
     lazy = {"finish at once": [FINISH], "empty answer": [answer("")], "wrong answer": [answer("__wrong__")],
             "zero": [answer("0")], "looks, then finishes": [bash("ls -la ~"), FINISH], "no action": ["I am done."]}
     try:
-        for seed in range(2):
+        for seed in range(1):
             for name, replies in lazy.items():
                 info, _ = play(env, replies, seed=seed)
                 assert info["outcome"] in ("incorrect", "invalid_action"), (seed, name, info)
@@ -123,8 +123,12 @@ def test_lazy_agents_never_win_generated_tasks(skill):
 
 
 @pytest.mark.skipif(not DEV.exists(), reason=f"AgentBench dev split not found at {DEV}")
-def test_lazy_and_tampering_agents_never_win_the_dev_split():
+@pytest.mark.parametrize("stride", [pytest.param(3, id="one-agent-per-task"), pytest.param(1, id="all", marks=pytest.mark.slow)])
+def test_lazy_and_tampering_agents_never_win_the_dev_split(stride):
+    """Every agent on every task (stride 1) or, in the quick run, one per task in turn."""
     env = gym.make(ID, source="agentbench", path=str(DEV), command_timeout_s=3.0)
+    agents = ([FINISH], [answer("-1")], [bash(TAMPER["fake interpreters first on PATH"] + "; " +
+                                              TAMPER["interpreters replaced on the overlay"]), answer("-1")])
     try:
         for i in range(26):
             env.reset(options={"task_index": i})
@@ -132,8 +136,7 @@ def test_lazy_and_tampering_agents_never_win_the_dev_split():
                 Oracle(env.unwrapped.task)
             except NoSolution:
                 continue  # a bare match answer: guessing it is the only way, for any agent
-            for replies in ([FINISH], [answer("-1")], [bash(TAMPER["fake interpreters first on PATH"] + "; " +
-                                                            TAMPER["interpreters replaced on the overlay"]), answer("-1")]):
+            for replies in agents[i % stride::stride]:
                 info, _ = play(env, replies, options={"task_index": i})
                 assert info["outcome"] != "correct", (i, replies, info)
     finally:

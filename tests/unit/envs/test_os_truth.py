@@ -127,7 +127,10 @@ def sources(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["agentbench", "lifelong"])
-def test_honest_work_passes_and_no_attack_wins(tmp_path, source):
+@pytest.mark.parametrize("stride", [pytest.param(3, id="each-attack-on-a-third"), pytest.param(1, id="all", marks=pytest.mark.slow)])
+def test_honest_work_passes_and_no_attack_wins(tmp_path, source, stride):
+    """Every task's oracle; each attack on every task (stride 1) or, in the quick run, on every
+    third task, shifted so that every task meets some attack and every attack several tasks."""
     path, items = sources(tmp_path)[source]
     env = gym.make(ID, source=source, path=path, command_timeout_s=5.0, judge_timeout_s=20.0)
     try:
@@ -136,20 +139,22 @@ def test_honest_work_passes_and_no_attack_wins(tmp_path, source):
             assert info["outcome"] == "correct", (source, i, info)
             question = env.unwrapped.task.match is not None or any(
                 s is None or reads_answer(s) for s in env.unwrapped.task.check)
-            for name, attack in ATTACKS.items():
+            for name, attack in list(ATTACKS.items())[i % stride::stride]:
                 info = play(env, [bash(attack), answer("0") if question else FINISH], options={"task_index": i})
                 assert info["outcome"] == "incorrect", (source, i, name, info)
     finally:
         env.close()
 
 
-def test_generated_tasks_resist_the_attacks():
+@pytest.mark.parametrize("seeds,stride", [pytest.param(8, len(ATTACKS), id="one-attack-per-task"),
+                                          pytest.param(6, 1, id="all", marks=pytest.mark.slow)])
+def test_generated_tasks_resist_the_attacks(seeds, stride):
     env = gym.make(ID)
     try:
-        for seed in range(6):
+        for seed in range(seeds):
             env.reset(seed=seed)
             question = env.unwrapped.task.match is not None
-            for name, attack in ATTACKS.items():
+            for name, attack in list(ATTACKS.items())[seed % stride::stride]:
                 info = play(env, [bash(attack), answer("0") if question else FINISH], seed=seed)
                 assert info["outcome"] == "incorrect", (seed, name, info)
     finally:
