@@ -161,7 +161,7 @@ def ppo_rows(args) -> list[dict]:
     def seconds_per_iteration(merged: str) -> float:
         config = compose([f"model={args.model}", "trainer.iterations=3", "trainer.checkpoint_every=0",
                           "trainer.progress_bar=false", "logger.tensorboard=false", f"trainer.threads={args.threads}",
-                          "precision=" + ('"32"' if args.precision == "32-true" else args.precision),
+                          f"precision={args.precision}",
                           f"algorithm.envs_per_rank={args.ppo_envs}", f"algorithm.sampling.merge_adapter={merged}",
                           f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}"])
         trainer, module, _ = build_run(config, tempfile.mkdtemp())

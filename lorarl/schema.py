@@ -339,6 +339,10 @@ def check_overrides(config_dir: str, config_name: str, overrides: list[str], bui
     try:
         with initialize_config_dir(config_dir, version_base="1.3"):
             (build or (lambda cfg, _: load(cfg)))(compose(config_name, overrides=user), user)
+    except ValueError as e:  # Hydra reads a number as a number: "precision=16" names no option
+        if "group override must be a string" not in str(e):
+            raise
+        raise ConfigError(_numeric_option(config_dir, user)) from None
     except MissingConfigException as e:
         options = getattr(e, "options", None) or []
         where = str(e).splitlines()[0].replace("In 'config': ", "")
@@ -351,6 +355,18 @@ def check_overrides(config_dir: str, config_name: str, overrides: list[str], bui
         key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
         detail = next((ln for ln in lines if "not in struct" in ln or "Error" in ln or "mismatched" in ln), lines[-1])
         raise ConfigError(f"{key}: {detail}" if key else f"{lines[0]} {detail}".strip()) from None
+
+
+def _numeric_option(config_dir: str, overrides: list[str]) -> str:
+    from pathlib import Path
+
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        group = Path(config_dir) / key.replace(".", "/")
+        if group.is_dir() and re.fullmatch(r"[0-9.eE+-]+", value):
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            return f"{key}={value}: no such option; available: {', '.join(options)}"
+    return "a config group was given a number; give one of its option names"
 
 
 def _not_a_run_dir(path) -> None:
