@@ -43,8 +43,7 @@ def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.flo
     or a BPE trained on ``corpus()``) so its adapters load anywhere PEFT loads:
     ``adapter_config.json`` points there. A re-run (resume) loads that directory back."""
     if model.path:
-        if model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().exists():
-            raise ConfigError(f"model.path={model.path!r}: no such directory")
+        _local_path_exists(model)
         try:
             tok = load_tokenizer(model.path, model.trust_remote_code)
             return tok, load_pretrained_model(model.path, dtype, model.trust_remote_code), model.path
@@ -71,12 +70,21 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def _local_path_exists(model: ModelConfig) -> None:
+    """A path (not a hub id) that is not there: say so, rather than quote the hub's id rules."""
+    if model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().exists():
+        raise ConfigError(f"model.path={model.path!r}: no such directory")
+
+
 def check_lora_first(model: ModelConfig) -> None:
     """LoRA targets and rank checked on the model's skeleton (on the meta device: no weights), so
     that a bad value costs neither a model build nor a base_model/ written to disk."""
     if not model.lora.active or model.lora.lora_path:
         return
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    if model.path:
+        _local_path_exists(model)
 
     try:
         with torch.device("meta"):

@@ -193,6 +193,7 @@ def test_schema_imports_no_deep_learning_stack():
         (["model.lora.rnak=3"], "model.lora.rnak: no such key"),
         (["model.lora.target_modules=[nope_proj]"], "matches no module of this model"),
         (["model=qwen2.5-0.5b-random", "model.lora.rank=100000"], "model.lora.rank=100000 is invalid"),
+        (["model.path=/nonexistent/model"], "config error: model.path='/nonexistent/model': no such directory"),
         (["precision=16"], "config error: precision=16: no such option; available: 32-true, bf16-mixed, bf16-true"),
     ],
 )
