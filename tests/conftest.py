@@ -20,6 +20,19 @@ def compose(overrides: list[str]):
         return load(hydra_compose("config", overrides=overrides))
 
 
+def run_all(commands: list[list[str]], timeout: int = 600) -> list[subprocess.CompletedProcess]:
+    """Run independent commands side by side (each a fresh process, as a user runs it): a battery
+    of error cases costs about its longest import, not their sum."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for cmd in commands]
+    done = []
+    for cmd, p in zip(commands, procs):
+        out, err = p.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess([sys.executable, *cmd], p.returncode, out, err))
+    return done
+
+
 def run_train(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_train
+from conftest import ROOT, run_all, run_train
 
 
 def run_eval(args):
@@ -96,8 +96,8 @@ def test_error_cases_are_one_clear_line(trained, tmp_path, defaults):
         (["adapter=none"], "error: env", "pass env="),
         ([f"adapter={ckpt}", "mode=merge"], "merged_path", ""),
     ]
-    for args, needle, also in cases:
-        proc = run_eval(args + ["num_samples=2"])
+    procs = run_all([[str(ROOT / "evaluate.py"), *args, "num_samples=2"] for args, _, _ in cases])
+    for (args, needle, also), proc in zip(cases, procs):
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert proc.returncode != 0 and lines, (args, proc.stderr[-1500:])
         assert needle in lines[-1] and also in lines[-1], (args, lines)

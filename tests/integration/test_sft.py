@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_transcripts  # noqa: E402
 
 
-def test_sft_then_rl_from_its_adapter(tmp_path):
+def test_sft_on_oracle_transcripts_lowers_the_loss_and_saves_a_peft_adapter(tmp_path):
     data = tmp_path / "tw.jsonl"
     assert make_transcripts.main(["--env", "target_word", "--episodes", "300", "--out", str(data)]) == 0
     record = json.loads(data.read_text().splitlines()[0])
@@ -35,14 +35,7 @@ def test_sft_then_rl_from_its_adapter(tmp_path):
     assert PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(ckpt)) is not None
     stats = json.loads((ckpt / "training_stats.json").read_text())
     assert "sft/val_loss" in stats["metrics"]
-    rl = tmp_path / "rl"
-    proc = run_train(["env=target_word", f"model.lora.lora_path={ckpt}", "trainer.iterations=2", "algorithm.optim.lr=3e-4",
-                      "trainer.progress_bar=false", f"hydra.run.dir={rl}"])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    first = next(line for line in (rl / "train.log").read_text().splitlines() if "iteration 1/" in line)
-    assert float(first.split("success=")[1].split()[0]) >= 0.8, first  # the warm start took: a random model scores 0
-    assert float(first.split("kl=")[1].split()[0]) < 1e-3, first  # KL is to the adapter it started from, not the base
-    assert not (rl / "base_model").exists()  # the SFT run's base model and tokenizer are reused
+    # RL from this adapter: test_train.py's learning demo (stage=warmstart runs these same two steps)
 
 
 class ReplayPolicy(torch.nn.Module):

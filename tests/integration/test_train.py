@@ -261,5 +261,9 @@ def test_the_learning_demo_raises_held_out_success(tmp_path):
     cfg = json.loads((rl / "adapter_config.json").read_text())
     assert Path(cfg["base_model_name_or_path"]) == (tmp_path / "sft/base_model").resolve()  # RL continued SFT's model
     assert "held-out success after SFT: " in proc.stdout and f"python evaluate.py adapter={rl}" in proc.stdout
+    assert not (tmp_path / "rl/base_model").exists()  # the SFT run's base model and tokenizer are reused
+    first = next(line for line in (tmp_path / "train.log").read_text().splitlines() if "iteration 1/30" in line)
+    assert float(first.split("success=")[1].split()[0]) >= 0.5, first  # the warm start took: a random model scores 0
+    assert float(first.split("kl=")[1].split()[0]) < 1e-3, first  # KL is to the adapter it started from, not the base
     got = re.search(r"held-out success: ([\d.]+) after SFT -> ([\d.]+) after 30 RL iterations", proc.stdout)
     assert got and float(got[2]) > float(got[1]) >= 0.5, proc.stdout[-2000:]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import envs  # noqa: F401
-from conftest import ROOT, compose, run_train
+from conftest import ROOT, compose, run_all
 from lorarl.schema import ConfigError, TrainConfig
 
 BAD_TASKS = {
@@ -183,28 +183,28 @@ def test_schema_imports_no_deep_learning_stack():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["model.lora.rank=-1"], "config error: model.lora.rank=-1 is invalid"),
-        (["strategy=deepspeed_stage_3"], "strategy.name=deepspeed_stage_3: DeepSpeed " + (
-            "needs CUDA" if importlib.util.find_spec("deepspeed") else "is not installed; install it with "
-            "`bash scripts/install.sh --deepspeed`")),
-        (["model.lora.rnak=3"], "model.lora.rnak: no such key"),
-        (["model.lora.target_modules=[nope_proj]"], "matches no module of this model"),
-        (["model=qwen2.5-0.5b-random", "model.lora.rank=100000"], "model.lora.rank=100000 is invalid"),
-        (["model.path=/nonexistent/model"], "config error: model.path='/nonexistent/model': no such directory"),
-        (["precision=16"], "config error: precision=16: no such option; available: 32-true, bf16-mixed, bf16-true"),
-    ],
-)
-def test_cli_errors_are_one_line_with_nonzero_exit(args, needle, tmp_path):
-    run = tmp_path / "run"
-    proc = run_train(args + [f"hydra.run.dir={run}"])
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines and needle in lines[-1] and lines[-1].startswith("config error:"), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert not run.exists()  # a run that never started leaves no directory
+CLI_ERRORS = [
+    (["model.lora.rank=-1"], "config error: model.lora.rank=-1 is invalid"),
+    (["strategy=deepspeed_stage_3"], "strategy.name=deepspeed_stage_3: DeepSpeed " + (
+        "needs CUDA" if importlib.util.find_spec("deepspeed") else "is not installed; install it with "
+        "`bash scripts/install.sh --deepspeed`")),
+    (["model.lora.rnak=3"], "model.lora.rnak: no such key"),
+    (["model.lora.target_modules=[nope_proj]"], "matches no module of this model"),
+    (["model=qwen2.5-0.5b-random", "model.lora.rank=100000"], "model.lora.rank=100000 is invalid"),
+    (["model.path=/nonexistent/model"], "config error: model.path='/nonexistent/model': no such directory"),
+    (["precision=16"], "config error: precision=16: no such option; available: 32-true, bf16-mixed, bf16-true"),
+]
+
+
+def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path):
+    runs = [tmp_path / f"run{i}" for i in range(len(CLI_ERRORS))]
+    procs = run_all([[str(ROOT / "train.py"), *args, f"hydra.run.dir={run}"] for (args, _), run in zip(CLI_ERRORS, runs)])
+    for (args, needle), run, proc in zip(CLI_ERRORS, runs, procs):
+        assert proc.returncode != 0, args
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert lines and needle in lines[-1] and lines[-1].startswith("config error:"), (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr, args
+        assert not run.exists(), args  # a run that never started leaves no directory
 
 
 def test_one_generator_skill_may_be_named_alone():
