@@ -10,6 +10,7 @@ print them side by side and write a JSON report per model.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,10 +139,10 @@ def _label(name: str) -> str:
 
 # ---- evaluate.py -------------------------------------------------------------------------------
 
-def adapter_base_path(adapter_dir: str | Path) -> str:
+def adapter_base_path(adapter_dir: str | Path, key: str = "adapter") -> str:
     cfg = Path(adapter_dir) / "adapter_config.json"
     if not cfg.is_file():
-        raise EvalError(f"adapter={adapter_dir!s}: no adapter_config.json there (is it a lorarl checkpoint directory?)")
+        raise EvalError(f"{key}={adapter_dir!s}: no adapter_config.json there (is it a lorarl checkpoint directory?)")
     return json.loads(cfg.read_text())["base_model_name_or_path"]
 
 
@@ -174,19 +175,31 @@ def _load(name: str, config, merge: bool):
     from lorarl.models import load_pretrained_model
     from lorarl.tokenizer import load_tokenizer
 
+    base_path = _base_path(name, config)
+    try:
+        tok, base = load_tokenizer(base_path), load_pretrained_model(base_path)
+    except (OSError, ValueError) as e:
+        raise EvalError(f"base model {base_path!r} cannot be loaded ({str(e).splitlines()[0]}); pass model_path=") from None
+    return tok, (base if name == "none" else attach_adapter(base, name, merge))
+
+
+def _base_path(name: str, config) -> str:
+    """Where model ``name``'s base loads from, checked without loading it: each adapter and a
+    local base model must be directories (a hub id is left to the loader)."""
     if name == "none":
         base_path = config.model_path or (adapter_base_path(config.adapter) if config.adapter != "none" else None)
         if not base_path:
             raise EvalError("adapter=none evaluates the base model: give model_path=...")
     else:
         if not Path(name).is_dir():
-            raise EvalError(f"adapter={name}: no such directory")
-        base_path = config.model_path or adapter_base_path(name)
-    try:
-        tok, base = load_tokenizer(base_path), load_pretrained_model(base_path)
-    except (OSError, ValueError) as e:
-        raise EvalError(f"base model {base_path!r} cannot be loaded ({str(e).splitlines()[0]}); pass model_path=") from None
-    return tok, (base if name == "none" else attach_adapter(base, name, merge))
+            raise EvalError(f"{'adapter' if name == config.adapter else 'compare'}={name}: no such directory")
+        base_path = config.model_path or adapter_base_path(name, "adapter" if name == config.adapter else "compare")
+    if base_path.startswith(("/", ".", "~")) and not Path(base_path).expanduser().is_dir():
+        if config.model_path:
+            raise EvalError(f"model_path={base_path}: no such directory")
+        raise EvalError(f"base model {base_path!r} (the adapter's base_model_name_or_path): no such directory; "
+                        "pass model_path=")
+    return base_path
 
 
 def models_to_evaluate(config) -> list[str]:
@@ -228,6 +241,10 @@ def run_evaluation(config) -> dict[str, dict]:
     from lorarl.environments import build_envs
 
     spec = EvalSpec(config.num_samples, config.seed, config.by_task_index, config.num_samples_per_task)
+    for name in models_to_evaluate(config):  # every path checked before the first model plays
+        _base_path(name, config)
+    for name in models_to_evaluate(config) if config.mode != "merge" else []:
+        _writable(_report_path(name, config).parent)
     envs = build_envs(config.env, min(config.batch_size, config.num_samples * config.num_samples_per_task))
     results, played = {}, {}
     try:
@@ -274,6 +291,15 @@ def _summary_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
             "-" if n == names[0] else f"{r['paired'][names[0]]['test']}: p={r['paired'][names[0]]['p_value']:.3g}"
             for n, r in results.items()]))
     return rows
+
+
+def _writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise EvalError(f"report: cannot write in {directory} ({e.strerror or e})") from None
 
 
 def _report_path(name: str, config) -> Path:

@@ -380,6 +380,11 @@ def _not_a_run_dir(path) -> None:
     if found:
         raise ConfigError(f"adapter={path}: this is a training run's directory, not a checkpoint; its newest "
                           f"checkpoint is adapter={found[0]}")
+    stages = {stage: checkpoints(path / stage / "checkpoints") for stage in ("rl", "sft")}  # stage=warmstart's layout
+    if any(stages.values()):
+        stage = "rl" if stages["rl"] else "sft"
+        raise ConfigError(f"adapter={path}: this is a warm-start run's directory (sft/, then rl/), not a checkpoint; "
+                          f"its newest {stage.upper()} checkpoint is adapter={stages[stage][0]}")
     if (path / ".hydra").is_dir():
         raise ConfigError(f"adapter={path}: this is a training run's directory and it has no checkpoint yet")
 

@@ -87,6 +87,10 @@ def test_error_cases_are_one_clear_line(trained, tmp_path, defaults):
     other.save_pretrained(tmp_path / "other")
     tok.save_pretrained(tmp_path / "other")
     ckpt = trained / "checkpoints/iter_000004"
+    import shutil
+
+    warm = tmp_path / "warm"  # stage=warmstart's layout: sft/ then rl/
+    shutil.copytree(ckpt, warm / "rl/checkpoints/iter_000004")
     cases = [
         ([f"adapter={tmp_path / 'missing'}"], "error: adapter=", "no such directory"),
         ([f"adapter={ckpt}", f"model_path={tmp_path / 'other'}"], "does not fit this base model", "size mismatch"),
@@ -95,6 +99,10 @@ def test_error_cases_are_one_clear_line(trained, tmp_path, defaults):
         (["adapter=none", "env=target_word"], "model_path", ""),
         (["adapter=none"], "error: env", "pass env="),
         ([f"adapter={ckpt}", "mode=merge"], "merged_path", ""),
+        ([f"adapter={ckpt}", f"compare=[{tmp_path / 'gone'}]"], f"error: compare={tmp_path / 'gone'}: no such directory", ""),
+        ([f"adapter={ckpt}", f"model_path={tmp_path / 'gone'}"], f"error: model_path={tmp_path / 'gone'}: no such directory", ""),
+        ([f"adapter={ckpt}", "report=/proc/lorarl/r.json", "baseline=false"], "error: report: cannot write in /proc/lorarl", ""),
+        ([f"adapter={warm}"], "warm-start run's directory", f"adapter={warm / 'rl/checkpoints/iter_000004'}"),
     ]
     procs = run_all([[str(ROOT / "evaluate.py"), *args, "num_samples=2"] for args, _, _ in cases])
     for (args, needle, also), proc in zip(cases, procs):
