@@ -32,7 +32,8 @@ import envs  # noqa: E402,F401
 from bench.common import in_fresh_process, interleaved, pin_threads, record, spread, table  # noqa: E402
 from lorarl.policy import Generation  # noqa: E402
 from lorarl.rewards import RewardTable  # noqa: E402
-from lorarl.rollout import RolloutCollector, SamplingSpec  # noqa: E402
+from lorarl.rollout import RolloutCollector  # noqa: E402
+from lorarl.specs import SamplingSpec  # noqa: E402
 from lorarl.tokenizer import build_byte_tokenizer  # noqa: E402
 
 REPLIES = {  # (env id, kwargs, the scripted reply)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import gymnasium as gym
 
 import envs  # noqa: F401  registers lorarl/* (a library user need not import it first)
-from lorarl.rollout import RolloutCollector, SamplingSpec
+from lorarl.rollout import RolloutCollector
+from lorarl.specs import SamplingSpec
 from lorarl.schema import ConfigError, EnvConfig
 
 

@@ -194,7 +194,9 @@ def _base_path(name: str, config) -> str:
         if not Path(name).is_dir():
             raise EvalError(f"{'adapter' if name == config.adapter else 'compare'}={name}: no such directory")
         base_path = config.model_path or adapter_base_path(name, "adapter" if name == config.adapter else "compare")
-    if base_path.startswith(("/", ".", "~")) and not Path(base_path).expanduser().is_dir():
+    from lorarl.models import missing_local_path
+
+    if missing_local_path(base_path):
         if config.model_path:
             raise EvalError(f"model_path={base_path}: no such directory")
         raise EvalError(f"base model {base_path!r} (the adapter's base_model_name_or_path): no such directory; "
@@ -241,14 +243,15 @@ def run_evaluation(config) -> dict[str, dict]:
     from lorarl.environments import build_envs
 
     spec = EvalSpec(config.num_samples, config.seed, config.by_task_index, config.num_samples_per_task)
-    for name in models_to_evaluate(config):  # every path checked before the first model plays
+    models = models_to_evaluate(config)
+    for name in models:  # every path checked before the first model plays
         _base_path(name, config)
-    for name in models_to_evaluate(config) if config.mode != "merge" else []:
+    for name in models if config.mode != "merge" else []:
         _writable(_report_path(name, config).parent)
     envs = build_envs(config.env, min(config.batch_size, config.num_samples * config.num_samples_per_task))
     results, played = {}, {}
     try:
-        for name in models_to_evaluate(config):
+        for name in models:
             got = _evaluate_one(name, config, spec, envs)
             if got is not None:
                 results[name], played[name] = got

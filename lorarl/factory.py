@@ -24,11 +24,11 @@ from lorarl.callbacks.progress import RL_FIELDS, SFT_FIELDS
 from lorarl.environments import build_envs, make_collector
 from lorarl.evaluation import EvalSpec
 from lorarl.lora import apply_lora, check_targets, is_lora
-from lorarl.models import build_tiny_model, load_pretrained_model
+from lorarl.models import build_tiny_model, load_pretrained_model, missing_local_path
 from lorarl.module import LoopSpec, RLModule
 from lorarl.policy import Policy
-from lorarl.ppo import PPOSpec
 from lorarl.schema import ConfigError, ModelConfig, TrainConfig
+from lorarl.specs import PPOSpec
 from lorarl.strategies import build_strategy, world_size
 from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer, train_bpe_tokenizer
 
@@ -71,8 +71,7 @@ def _local_rank() -> int:
 
 
 def _local_path_exists(model: ModelConfig) -> None:
-    """A path (not a hub id) that is not there: say so, rather than quote the hub's id rules."""
-    if model.path.startswith(("/", ".", "~")) and not Path(model.path).expanduser().exists():
+    if missing_local_path(model.path):
         raise ConfigError(f"model.path={model.path!r}: no such directory")
 
 

@@ -1,6 +1,6 @@
 """Attach LoRA adapters (PEFT) to a base model, or leave it whole for full fine-tuning.
 
-``LoraSpec`` is also the config schema of ``model.lora`` (defaults: conf/lora/default.yaml).
+``specs.LoraSpec`` is also the config schema of ``model.lora`` (defaults: conf/lora/default.yaml).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from lorarl.specs import LORA_INITS, LoraSpec  # noqa: F401  (LORA_INITS: for importers)
+from lorarl.specs import LoraSpec
 
 REFERENCE_ADAPTER = "reference"  # a warm start's frozen adapter: the policy RL started from
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
@@ -28,6 +29,11 @@ def build_tiny_model(spec: TinyModelSpec, vocab_size: int, eos_token_id: int, pa
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)
         return AutoModelForCausalLM.from_config(config)
+
+
+def missing_local_path(path: str) -> bool:
+    """A path (not a hub id) that is not there: callers say so, rather than quote the hub's id rules."""
+    return path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists()
 
 
 def load_pretrained_model(path: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> PreTrainedModel:

@@ -28,7 +28,7 @@ import torch
 from lorarl import advantages as A
 from lorarl import losses
 from lorarl.ops import masked_mean, masked_whiten
-from lorarl.specs import ADVANTAGES, OptimSpec, PPOSpec  # noqa: F401  (OptimSpec: for importers)
+from lorarl.specs import PPOSpec
 from lorarl.types import RolloutBatch
 
 
@@ -82,17 +82,8 @@ def _reinforce(batch: RolloutBatch, values, spec: PPOSpec, state: AdvantageState
     return A.broadcast_to_tokens(per_episode, batch.action_mask), torch.zeros_like(values)
 
 
-@dataclass(frozen=True)
-class Estimator:
-    fn: Callable
-    critic: bool  # trains a value head
-
-
-ESTIMATORS = {
-    "gae": Estimator(_gae, critic=ADVANTAGES["gae"]),
-    "grpo": Estimator(_grpo, critic=ADVANTAGES["grpo"]),
-    "reinforce": Estimator(_reinforce, critic=ADVANTAGES["reinforce"]),
-}
+# By name (``specs.ADVANTAGES`` lists the same names and which of them train a critic).
+ESTIMATORS = {"gae": _gae, "grpo": _grpo, "reinforce": _reinforce}
 
 
 # ---- the iteration ------------------------------------------------------------------------------
@@ -152,7 +143,7 @@ def prepare(policy, batch: RolloutBatch, spec: PPOSpec, state: AdvantageState, t
     else:
         logp, values = torch.cat(logp), torch.cat(values)
         stats["check/logprob_max_abs_dev"] = check_logprobs(logp, batch.old_logprobs, mask, tolerance)
-    adv, returns = ESTIMATORS[spec.advantage].fn(batch, values, spec, state, mean_over_ranks)
+    adv, returns = ESTIMATORS[spec.advantage](batch, values, spec, state, mean_over_ranks)
     stats["train/advantage_mean"] = float(masked_mean(adv, mask))
     policy_logp = batch.old_logprobs if logp is None else logp  # equal within the checked tolerance
     kl_key = f"rollout/kl_to_base_{spec.kl_estimator}"

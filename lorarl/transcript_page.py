@@ -62,7 +62,8 @@ function detail(r){
     const e = r.by_model[m];
     if (!e) return `<div class="col"><h3>${esc(m)}</h3><p class="muted">not evaluated on this task</p></div>`;
     const v = e.verdict || {};
-    const extra = ['expected', 'reference', 'error', 'judge_error'].filter((k) => v[k]).map((k) => `${k}: ${v[k]}`).join('\n');
+    // every key the collector kept (rollout.VERDICT_KEYS, in that order) but the last observation
+    const extra = Object.keys(v).filter((k) => k !== 'observation' && v[k]).map((k) => `${k}: ${v[k]}`).join('\n');
     const verdict = `<div class="msg verdict"><span class="role">verdict: ${esc(e.outcome)}, reward ${e.reward.toFixed(3)}</span>`
       + esc(v.observation || '') + (extra ? '\n' + esc(extra) : '') + '</div>';
     return `<div class="col"><h3>${esc(m)} ${badge(e.outcome)}</h3>${e.transcript.map(messageHtml).join('')}${verdict}</div>`;

@@ -63,3 +63,10 @@ def test_token_logprobs_alignment():
     assert lp[0].tolist() == pytest.approx([0.0, torch.log(torch.tensor(0.75)).item(), torch.log(torch.tensor(0.5)).item()])
     ent = token_entropy(logits, 1.0)
     assert ent[0, 0] == 0 and ent[0, 2].item() == pytest.approx(0.6931, abs=1e-4)
+
+
+def test_every_advantage_the_config_accepts_has_an_estimator():
+    from lorarl.ppo import ESTIMATORS
+    from lorarl.specs import ADVANTAGES
+
+    assert set(ESTIMATORS) == set(ADVANTAGES) and [a for a, critic in ADVANTAGES.items() if critic] == ["gae"]
