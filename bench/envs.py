@@ -60,7 +60,7 @@ class ScriptedPolicy(torch.nn.Module):
 
 
 SAMPLING = SamplingSpec(max_new_tokens=64, temperature=1.0, max_context_tokens=100_000, greedy=False,
-                        merge_adapter=False, cache="dynamic", compile=False)
+                        merge_adapter=False, cache="dynamic", compile=False, lean_steps=True)
 REWARDS = RewardTable(1.0, -0.5, -0.3, -0.5, 0.0, 0.0)
 
 
@@ -106,7 +106,7 @@ def slow_env(seconds: float) -> dict:
     for mode, workers in (("sequential", 1), ("parallel", 0)):
         made = [Delayed(gym.make("lorarl/TargetWord-v0", max_turns=2), seconds if i == 0 else 0.0) for i in range(4)]
         sampling = SamplingSpec(max_new_tokens=8, temperature=1.0, max_context_tokens=4096, greedy=False,
-                                merge_adapter=False, cache="dynamic", compile=False)
+                                merge_adapter=False, cache="dynamic", compile=False, lean_steps=True)
         collector = RolloutCollector(made, tok, sampling, REWARDS, step_workers=workers, straggler_timeout_s=0.2)
         start = time.perf_counter()
         eps = collector.collect(ScriptedPolicy(tok, "nope"), [0, 1, 2, 3], [0, 1, 2, 3])

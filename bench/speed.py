@@ -1,6 +1,7 @@
 """Rollout and training speed, side by side in one run:
 
-  rollout tokens/s, adapter merged vs unmerged, at batch 1/16/64 (generation only)
+  rollout tokens/s, adapter merged vs unmerged, and lean decoding steps vs transformers' forward
+  per token (algorithm.sampling.lean_steps), at batch 1/16/64 (generation only)
   train tokens/s and peak memory, LoRA vs full fine-tuning (forward + backward + optimizer step)
   seconds per PPO iteration on db_bench (collect + update), merged vs unmerged rollouts
 
@@ -84,6 +85,8 @@ def rollout_rows(args, dtype) -> list[dict]:
             return float(gen.lengths.sum()) / (time.perf_counter() - start)
 
         arms = {"unmerged": lambda: tokens_per_s(False), "merged": lambda: tokens_per_s(True)}
+        if not args.skip_forward_steps:  # each token through transformers' forward, not lorarl.decoding's lean steps
+            arms["merged_forward_steps"] = lambda: tokens_per_s(True, replace(sampling, lean_steps=False))
         if args.static_compile:
             tokens_per_s(True, compiled)  # compile once, outside the measurements
             arms["merged_static_compiled"] = lambda: tokens_per_s(True, compiled)
@@ -92,6 +95,9 @@ def rollout_rows(args, dtype) -> list[dict]:
         for mode, values in got.items():
             row[f"{mode}_tok_s_max"], row[f"{mode}_tok_s_median"] = round(max(values), 1), round(statistics.median(values), 1)
         row["merged_vs_unmerged_median"] = round(statistics.median(got["merged"]) / statistics.median(got["unmerged"]), 2)
+        if "merged_forward_steps" in got:
+            row["lean_vs_forward_steps_median"] = round(
+                statistics.median(got["merged"]) / statistics.median(got["merged_forward_steps"]), 2)
         if args.static_compile:
             row["compiled_vs_unmerged_median"] = round(
                 statistics.median(got["merged_static_compiled"]) / statistics.median(got["unmerged"]), 2)
@@ -201,6 +207,8 @@ def main():
     p.add_argument("--ppo-envs", type=int, default=16)
     p.add_argument("--parts", default="rollout,train,ppo", help="which tables to measure")
     p.add_argument("--batches", default="1,16,64", help="rollout batch sizes")
+    p.add_argument("--skip-forward-steps", action="store_true",
+                   help="leave out the rollout arm that decodes through transformers' forward every token")
     p.add_argument("--static-compile", action="store_true", help="also merged + static KV cache + torch.compile")
     p.add_argument("--train-once", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import inspect
 import logging
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import CompileConfig, GenerationConfig
 
+from lorarl.decoding import decode
 from lorarl.lora import REFERENCE_ADAPTER, is_lora
 from lorarl.ops import position_ids_from_mask, shift_to_tokens, token_entropy, token_logprobs
 
@@ -124,12 +124,13 @@ class Policy(nn.Module):
                 return token_logprobs(out.logits, input_ids, temperature) * positions
             return got[0]
 
-    def _decode(self, input_ids, attention_mask, max_new_tokens, temperature, eos_token_id, pad_token_id) -> Generation:
+    def _decode(self, input_ids, attention_mask, max_new_tokens, temperature, eos_token_id, pad_token_id,
+                lean: bool) -> Generation:
         # inference_mode, not no_grad: no version counters or view tracking on the thousands of
         # small tensors decoding makes (what it returns becomes Python lists, never autograd inputs)
         with torch.inference_mode():
-            tokens, logprobs, lengths = _decode_loop(self.lm, input_ids, attention_mask, max_new_tokens, temperature,
-                                                     eos_token_id, pad_token_id)
+            tokens, logprobs, lengths = decode(self.lm, input_ids, attention_mask, max_new_tokens, temperature,
+                                               eos_token_id, pad_token_id, lean)
         return Generation(tokens.clone(), logprobs.clone(), lengths.clone())
 
     @torch.no_grad()
@@ -138,13 +139,14 @@ class Policy(nn.Module):
         """Sample from the full distribution (no top-k/top-p) so recorded logprobs are the
         policy's own: PPO's ratio then starts at exactly 1. ``sampling`` is a SamplingSpec.
         With the dynamic KV cache on one process (or unsharded), a short loop of our own decodes
-        (``_decode``): transformers' generate costs about a third more per token in bookkeeping
-        that this case does not need. Static caches, compilation and lockstep decoding across
+        (``lorarl.decoding``): transformers' generate costs about a third more per token in
+        bookkeeping that this case does not need, and for Qwen2 and Llama models each new token
+        skips transformers' forward altogether (``sampling.lean_steps``). Static caches, compilation and lockstep decoding across
         sharded ranks (``synced_gpus``) go through transformers' generate."""
         greedy, temperature = sampling.greedy, sampling.temperature
         if sampling.cache == "dynamic" and not synced_gpus:
             return self._decode(input_ids, attention_mask, sampling.max_new_tokens, None if greedy else temperature,
-                                eos_token_id, pad_token_id)
+                                eos_token_id, pad_token_id, sampling.lean_steps)
         extra = {}
         if sampling.cache == "static":
             # Fewer distinct shapes, fewer recompilations: pad the prompt width to a multiple of 64.
@@ -292,48 +294,6 @@ def _head_owner(model: nn.Module) -> tuple[tuple[str, nn.Module], nn.Module]:
                 model.__dict__["_lorarl_head_owner"] = ((name, parent), head)
                 return (name, parent), head
     raise RuntimeError(f"{type(model).__name__}: its output head is not one of its modules")
-
-
-@functools.lru_cache(maxsize=None)
-def _cache_argument(model_class: type) -> str:
-    """The KV cache's keyword: ``cache`` from transformers 5.24 (``past_key_values`` warns there),
-    ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
-
-
-def _decode_loop(lm, input_ids, attention_mask, max_new_tokens: int, temperature: float | None, eos: int, pad: int):
-    """Token-by-token decoding with a dynamic KV cache. ``temperature`` None: greedy. Rows that
-    have emitted ``eos`` continue with ``pad`` (masked out of attention) until every row is done.
-    Returns (new tokens [B, N], their logprobs under the full distribution at that temperature,
-    lengths [B] with eos counted)."""
-    from transformers import DynamicCache
-
-    B = input_ids.shape[0]
-    lm = lm.get_base_model() if is_lora(lm) else lm  # the adapters live in its layers; PEFT's wrapper adds only per-call work
-    cache = DynamicCache(config=lm.config)
-    mask = attention_mask.long()
-    positions = position_ids_from_mask(mask)
-    step_ids, step_positions = input_ids, positions
-    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-    lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=input_ids.device)
-    tokens, logprobs = [], []
-    for t in range(max_new_tokens):
-        logits = lm(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, use_cache=True,
-                    logits_to_keep=1, **{_cache_argument(type(lm)): cache}).logits[:, -1].float()
-        logp = torch.log_softmax(logits / (temperature or 1.0), dim=-1)
-        nxt = logp.argmax(-1) if temperature is None else torch.multinomial(logp.exp(), 1).squeeze(-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        tokens.append(nxt)
-        logprobs.append(logp.gather(-1, nxt[:, None]).squeeze(-1))
-        ended = (nxt == eos) & ~done
-        lengths = torch.where(ended, torch.full_like(lengths, t + 1), lengths)
-        done = done | ended
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
-        step_positions = (step_positions[:, -1:] + 1)
-        step_ids = nxt[:, None]
-    return torch.stack(tokens, 1), torch.stack(logprobs, 1), lengths
 
 
 def _pad_left_to_multiple(ids: torch.Tensor, mask: torch.Tensor, multiple: int, pad_id: int):

@@ -102,6 +102,7 @@ class SamplingSpec:
     merge_adapter: Optional[bool]  # generate with the adapter merged into the weights; null: wherever possible
     cache: str  # dynamic | static (KV cache of generation)
     compile: bool  # static cache only: torch.compile the decoding step (CUDA graphs on GPU)
+    lean_steps: bool  # dynamic cache, Qwen2/Llama: decode through the model's submodules (lorarl.decoding)
 
 
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")

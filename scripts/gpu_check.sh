@@ -65,7 +65,7 @@ bench() {  # $1 seconds, $2 name, then bench/speed.py arguments
     > "$OUT/speed_$name.txt" 2>&1 || echo "(stopped: exit $? after at most $seconds s)" >> "$OUT/speed_$name.txt"
   stamp "bench $name done"
 }
-bench 80 rollout --parts rollout --batches 64 --prompt 128 --new-tokens 256 --static-compile
+bench 80 rollout --parts rollout --batches 64 --prompt 128 --new-tokens 256 --static-compile --skip-forward-steps
 bench 60 train --parts train --batch 8 --seq 1024
 bench 70 ppo --parts ppo --ppo-envs 64 --rounds 1
 cp bench/results.jsonl "$OUT/results.jsonl" 2>/dev/null

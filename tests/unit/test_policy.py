@@ -74,9 +74,10 @@ def test_activation_checkpointing_recomputes_in_training_and_is_off_in_generatio
     tiny_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False)
     calls = []
-    # transformers checkpoints a layer's forward (not its __call__): count a submodule's calls. Pre-hook:
-    # the recomputation stops as soon as it has what backward needs.
-    decoder_layers(policy.lm)[0].self_attn.register_forward_pre_hook(lambda *_: calls.append(1))
+    # transformers checkpoints a layer's forward (not its __call__): count a submodule's calls (the
+    # query projection, which decoding's lean steps call too). Pre-hook: the recomputation stops as
+    # soon as it has what backward needs.
+    decoder_layers(policy.lm)[0].self_attn.q_proj.register_forward_pre_hook(lambda *_: calls.append(1))
     ids, mask = _prompt(tiny_tokenizer)
     policy.train()
     policy(ids, mask).logprobs.sum().backward()

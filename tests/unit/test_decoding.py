@@ -1,0 +1,148 @@
+"""lorarl.decoding: the lean per-token step gives what the model's own forward gives (tokens,
+logprobs, lengths), on Qwen2 and Llama, with an unmerged adapter, with rows ending at different
+steps; and it is used only where that holds."""
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from lorarl import decoding
+from lorarl.lora import apply_lora
+from lorarl.policy import Policy
+
+SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, initializer_range=0.2, tie_word_embeddings=False)
+
+
+def _model(cls, config_cls, **extra):
+    torch.manual_seed(0)
+    return cls(config_cls(**SMALL, **extra)).eval()
+
+
+def _batch(rows=(7, 3, 11, 5), seed=1):
+    """Left-padded prompts of different lengths, as the collector makes them."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(rows):
+        ids[i, width - n:] = torch.randint(3, 300, (n,), generator=g)
+        mask[i, width - n:] = 1
+    return ids, mask
+
+
+def _both(lm, ids, mask, n, temperature, eos, seed=0):
+    """(lean, transformers' forward) decodes of the same batch from the same RNG state."""
+    out = []
+    for lean in (True, False):
+        with torch.inference_mode():
+            torch.manual_seed(seed)
+            out.append(decoding.decode(lm, ids, mask, n, temperature, eos, 0, lean=lean))
+    return out
+
+
+@pytest.mark.parametrize("arch", [(Qwen2ForCausalLM, Qwen2Config), (LlamaForCausalLM, LlamaConfig)], ids=["qwen2", "llama"])
+def test_lean_steps_give_the_model_forwards_tokens_and_logprobs(arch):
+    lm = _model(*arch)
+    ids, mask = _batch()
+    assert decoding.lean_supported(lm)
+    (lean, hf) = _both(lm, ids, mask, 12, None, -1)
+    assert torch.equal(lean[0], hf[0])
+    assert (lean[1] - hf[1]).abs().max() < 1e-5
+    # rows end at different steps: take as eos a token that one row emits mid-way
+    eos = int(hf[0][2, 4])
+    (lean, hf) = _both(lm, ids, mask, 12, None, eos)
+    assert torch.equal(lean[2], hf[2]) and int(lean[2][2]) <= 5 and int(lean[2].max()) > int(lean[2].min())
+    assert torch.equal(lean[0], hf[0]) and (lean[1] - hf[1]).abs().max() < 1e-5
+    # sampled at a temperature: the same draws, and each logprob is the training forward's
+    (lean, hf) = _both(lm, ids, mask, 12, 0.7, -1, seed=3)
+    assert torch.equal(lean[0], hf[0]) and (lean[1] - hf[1]).abs().max() < 1e-5
+    policy = Policy(lm, with_value_head=False, keep_reference=False).eval()
+    full, full_mask = torch.cat([ids, lean[0]], 1), torch.cat([mask, torch.ones_like(lean[0])], 1)
+    recomputed = policy(full, full_mask, 0.7).logprobs[:, ids.shape[1]:]
+    assert (recomputed - lean[1]).abs().max() < 1e-4
+
+
+def test_a_shared_prompt_is_computed_once_and_each_row_samples_its_own_reply(monkeypatch):
+    lm = _model(Qwen2ForCausalLM, Qwen2Config)
+    ids, mask = _batch()
+    order = torch.tensor([2, 0, 2, 2, 1, 0, 3, 1])  # GRPO groups, interleaved
+    ids, mask = ids[order], mask[order]
+    calls = []
+    monkeypatch.setattr(decoding._LeanSteps, "_forward", _spy(decoding._LeanSteps._forward, calls))
+    (lean, hf) = _both(lm, ids, mask, 10, 1.0, -1)
+    assert calls[0] == 4  # four distinct prompts in the first pass, then all eight rows a step
+    assert all(rows == 8 for rows in calls[1:])
+    assert torch.equal(lean[0], hf[0]) and (lean[1] - hf[1]).abs().max() < 1e-5
+    assert not torch.equal(lean[0][0], lean[0][2])  # same prompt, own draws
+
+
+def _spy(forward, calls):
+    def spied(self, ids, *args):
+        calls.append(ids.shape[0])
+        return forward(self, ids, *args)
+    return spied
+
+
+def test_lean_steps_run_an_unmerged_adapter(defaults):
+    lm = apply_lora(_model(Qwen2ForCausalLM, Qwen2Config), defaults.model.lora)
+    with torch.no_grad():  # B != 0: the adapter changes the output
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+    ids, mask = _batch()
+    assert decoding.lean_supported(lm.get_base_model())
+    (lean, hf) = _both(lm, ids, mask, 10, 1.0, -1)
+    assert torch.equal(lean[0], hf[0]) and (lean[1] - hf[1]).abs().max() < 1e-5
+    with torch.inference_mode(), lm.disable_adapter():
+        torch.manual_seed(0)
+        base = decoding.decode(lm, ids, mask, 10, 1.0, -1, 0)
+    assert not torch.allclose(base[1], lean[1])  # the adapter was in the loop
+
+
+def test_lean_steps_only_where_they_compute_the_models_forward():
+    assert not decoding.lean_supported(_model(Qwen2ForCausalLM, Qwen2Config).train())  # attention dropout
+    sliding = _model(Qwen2ForCausalLM, Qwen2Config, use_sliding_window=True, sliding_window=4, max_window_layers=0)
+    assert not decoding.lean_supported(sliding)
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=64, n_layer=2, n_head=4)).eval()
+    assert not decoding.lean_supported(gpt2)
+
+    class Custom(Qwen2ForCausalLM):  # remote code under a known name is not transformers' class
+        pass
+
+    Custom.__name__ = "Qwen2ForCausalLM"
+    Custom.__module__ = "transformers_modules.someone.model"
+    assert not decoding.lean_supported(Custom(Qwen2Config(**SMALL)).eval())
+
+
+def test_other_architectures_decode_through_their_own_forward():
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=64, n_layer=2, n_head=4)).eval()
+    ids, mask = _batch()
+    with torch.inference_mode():
+        tokens, logprobs, lengths = decoding.decode(gpt2, ids, mask, 6, None, -1, 0)
+    assert tokens.shape == (4, 6) and torch.equal(lengths, torch.full((4,), 6))
+    policy = Policy(gpt2, with_value_head=False, keep_reference=False).eval()
+    full, full_mask = torch.cat([ids, tokens], 1), torch.cat([mask, torch.ones_like(tokens)], 1)
+    assert (policy(full, full_mask).logprobs[:, ids.shape[1]:] - logprobs).abs().max() < 1e-4
+
+
+def test_algorithm_sampling_lean_steps_false_decodes_through_the_models_forward(tiny_lm, tiny_tokenizer, defaults,
+                                                                                  monkeypatch):
+    from dataclasses import replace
+
+    tok = tiny_tokenizer
+    policy = Policy(tiny_lm, with_value_head=False, keep_reference=False).eval()
+    ids, mask = _batch()
+    ids = ids.clamp(max=255)
+    greedy = replace(defaults.algorithm.sampling, max_new_tokens=6, greedy=True)
+    assert greedy.lean_steps  # on by default
+    calls = []
+    monkeypatch.setattr(decoding._LeanSteps, "_forward", _spy(decoding._LeanSteps._forward, calls))
+    lean = policy.generate(ids, mask, greedy, tok.eos_token_id, tok.pad_token_id)
+    assert calls
+    calls.clear()
+    plain = policy.generate(ids, mask, replace(greedy, lean_steps=False), tok.eos_token_id, tok.pad_token_id)
+    assert not calls
+    assert torch.equal(lean.tokens, plain.tokens) and (lean.logprobs - plain.logprobs).abs().max() < 1e-5
