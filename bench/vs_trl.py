@@ -71,7 +71,10 @@ def save_model(directory: Path) -> None:
     tok.save_pretrained(directory)
 
 
-def run_lorarl(args) -> list[float]:
+PARTS = ("iteration_s", "generate_s", "rollout_s", "prepare_s", "update_s")  # lorarl's perf/* keys, docs/metrics.md
+
+
+def run_lorarl(args) -> tuple[list[float], dict[str, float]]:
     import lightning as L
 
     import envs  # noqa: F401
@@ -79,10 +82,15 @@ def run_lorarl(args) -> list[float]:
     from lorarl.factory import build_run
 
     starts: list[float] = []
+    parts: dict[str, list[float]] = {k: [] for k in PARTS}
 
     class Clock(L.Callback):
         def on_train_epoch_start(self, trainer, module):
             starts.append(time.perf_counter())
+
+        def on_train_epoch_end(self, trainer, module):
+            for k in PARTS:
+                parts[k].append(module.last_stats[f"perf/{k}"])
 
     config = compose([
         f"model.path={args.model}", "env=target_word", "env.kwargs.max_turns=1", "algorithm=grpo",
@@ -97,10 +105,12 @@ def run_lorarl(args) -> list[float]:
         trainer, module, _ = build_run(config, run)
         trainer.callbacks.append(Clock())
         trainer.fit(module)
-    return [b - a for a, b in zip(starts, starts[1:])][args.warmup:]
+    # where the time inside training_step goes, median over the measured iterations
+    where = {k: statistics.median(v[args.warmup:]) for k, v in parts.items()}
+    return [b - a for a, b in zip(starts, starts[1:])][args.warmup:], where
 
 
-def run_trl(args) -> list[float]:
+def run_trl(args) -> tuple[list[float], dict[str, float]]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -138,13 +148,14 @@ def run_trl(args) -> list[float]:
                               processing_class=AutoTokenizer.from_pretrained(args.model), peft_config=lora,
                               callbacks=[Clock()])
         trainer.train()
-    return [b - a for a, b in zip(starts, starts[1:])][args.warmup:]
+    return [b - a for a, b in zip(starts, starts[1:])][args.warmup:], {}
 
 
 def child(args) -> None:
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    seconds = (run_trl if args.arm == "trl" else run_lorarl)(args)
-    print(json.dumps({"arm": args.arm, "s_per_iteration": statistics.median(seconds), "peak_rss_mib": peak_rss_mib()}))
+    seconds, where = (run_trl if args.arm == "trl" else run_lorarl)(args)
+    print(json.dumps({"arm": args.arm, "s_per_iteration": statistics.median(seconds), "peak_rss_mib": peak_rss_mib(),
+                      "where": where}))
 
 
 def main() -> None:
@@ -170,7 +181,7 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, trl {trl.__version__}; threads per process: {args.threads}")
     print("matched knobs: " + "; ".join(f"{k}: {v}" for k, v in knobs(args).items()), flush=True)
-    runs = {a: {"s": [], "rss": []} for a in ARMS}
+    runs = {a: {"s": [], "rss": [], "where": []} for a in ARMS}
     with tempfile.TemporaryDirectory() as model:
         save_model(Path(model))
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -184,6 +195,7 @@ def main() -> None:
                 got = json.loads(out.stdout.strip().splitlines()[-1])
                 runs[arm]["s"].append(got["s_per_iteration"])
                 runs[arm]["rss"].append(got["peak_rss_mib"])
+                runs[arm]["where"].append(got["where"])
                 print(f"round {r + 1} {arm}: {got['s_per_iteration']:.3f} s/iteration, peak RSS {got['peak_rss_mib']:.0f} MiB",
                       flush=True)
     rows = [{"arm": a, "s/iter min": f"{min(v['s']):.3f}", "s/iter median": f"{statistics.median(v['s']):.3f}",
@@ -192,6 +204,9 @@ def main() -> None:
     mem = statistics.median(runs["lorarl"]["rss"]) / statistics.median(runs["trl"]["rss"])
     print(table(rows, f"one GRPO iteration, lorarl vs TRL GRPOTrainer ({args.threads} thread(s))"))
     print(f"lorarl / TRL seconds per iteration (median): {ratio:.2f}x; peak RSS: {mem:.2f}x")
+    where = [{"part": k, "ms (median over rounds)": f"{1000 * statistics.median(w[k] for w in runs['lorarl']['where']):.1f}"}
+             for k in PARTS]
+    print(table(where, "lorarl: inside one iteration's training_step (perf/*; the rest is Lightning's loop, logging, callbacks)"))
     record("vs_trl", {"args": {k: v for k, v in vars(args).items() if k not in ("model", "arm")}, "knobs": knobs(args),
                       "runs": runs, "time_ratio": ratio, "rss_ratio": mem})
 
