@@ -146,3 +146,13 @@ def test_algorithm_sampling_lean_steps_false_decodes_through_the_models_forward(
     plain = policy.generate(ids, mask, replace(greedy, lean_steps=False), tok.eos_token_id, tok.pad_token_id)
     assert not calls
     assert torch.equal(lean.tokens, plain.tokens) and (lean.logprobs - plain.logprobs).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("new_tokens", [1, 3])
+def test_one_prompt_for_every_row_and_the_shortest_replies(new_tokens):
+    lm = _model(LlamaForCausalLM, LlamaConfig)
+    ids, mask = _batch(rows=(6,))
+    ids, mask = ids.expand(5, -1), mask.expand(5, -1)
+    (lean, hf) = _both(lm, ids, mask, new_tokens, 1.0, -1, seed=7)
+    assert lean[0].shape == (5, new_tokens) and torch.equal(lean[2], torch.full((5,), new_tokens))
+    assert torch.equal(lean[0], hf[0]) and (lean[1] - hf[1]).abs().max() < 1e-5
