@@ -10,7 +10,9 @@ these typed objects or their parts, never a DictConfig. This module imports no L
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -145,6 +147,7 @@ class EvalConfig:
 
 def load(cfg: DictConfig, schema=TrainConfig, check=None):
     """Composed Hydra config -> validated schema object, or ConfigError with a one-line message."""
+    _strict_booleans(schema, OmegaConf.to_container(cfg, resolve=False))
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except OmegaConfBaseException as e:
@@ -158,6 +161,20 @@ def load(cfg: DictConfig, schema=TrainConfig, check=None):
         raise _one_line(e) from None
     (check or validate)(config)
     return config
+
+
+def _strict_booleans(schema: type, given: dict, prefix: str = "") -> None:
+    """OmegaConf reads any integer as a boolean (``greedy=2`` becomes true): a number given for a
+    true/false key is refused instead, naming the key."""
+    hints = typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        if field.name not in given:
+            continue
+        value, hint, key = given[field.name], hints[field.name], f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            _strict_booleans(hint, value, f"{key}.")
+        elif bool in (hint, *typing.get_args(hint)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid: expected true or false")
 
 
 def _one_line(e: OmegaConfBaseException) -> ConfigError:

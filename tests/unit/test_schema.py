@@ -70,6 +70,9 @@ CASES = [  # (overrides, the key the one-line message must name)
     ("algorithm.sampling.max_context_tokens=100000", "algorithm.sampling.max_context_tokens"),
     ("algorithm.sampling.cache=paged", "algorithm.sampling.cache"),
     ("algorithm.sampling.compile=true", "algorithm.sampling.compile"),
+    ("algorithm.sampling.greedy=2", "algorithm.sampling.greedy"),  # OmegaConf alone reads 2 as true
+    ("algorithm.sampling.lean_steps=0", "algorithm.sampling.lean_steps"),
+    ("algorithm.sampling.merge_adapter=1", "algorithm.sampling.merge_adapter"),  # Optional[bool]
     ("strategy=fsdp algorithm.sampling.merge_adapter=true", "algorithm.sampling.merge_adapter"),
     ("strategy.name=horovod", "strategy.name"),
     ("precision.name=fp8", "precision.name"),
