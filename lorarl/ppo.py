@@ -109,13 +109,20 @@ def has_dropout(model: torch.nn.Module) -> bool:
 
 def check_logprobs(recomputed: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor, tolerance: float) -> float:
     """The largest deviation of the training forward's logprobs from sampling's; raises above
-    ``tolerance`` (generation and training would be seeing different weights or inputs)."""
-    deviation = float(((recomputed - sampled).abs() * mask).max()) if mask.any() else 0.0
+    ``tolerance`` (generation and training would be seeing different weights or inputs), saying
+    where: a single far-off token and a whole episode off tell different stories."""
+    if not mask.any():
+        return 0.0
+    gap = (recomputed - sampled).abs() * mask
+    deviation = float(gap.max())
     if deviation > tolerance:
+        row, col = divmod(int(gap.argmax()), gap.shape[1])
         raise RuntimeError(
             f"policy logprobs recomputed before the update differ from sampling-time logprobs by "
             f"{deviation:.3g} > logprob_tolerance={tolerance}: generation and training see different "
-            "weights or inputs")
+            f"weights or inputs (largest at row {row}, token {col}: sampled {float(sampled[row, col]):.4f}, "
+            f"recomputed {float(recomputed[row, col]):.4f}; {int((gap > tolerance).sum())} of "
+            f"{int(mask.sum())} action tokens over)")
     return deviation
 
 

@@ -70,3 +70,17 @@ def test_every_advantage_the_config_accepts_has_an_estimator():
     from lorarl.specs import ADVANTAGES
 
     assert set(ESTIMATORS) == set(ADVANTAGES) and [a for a, critic in ADVANTAGES.items() if critic] == ["gae"]
+
+
+def test_the_logprob_check_names_where_sampling_and_training_disagree():
+    from lorarl.ppo import check_logprobs
+
+    sampled = torch.tensor([[0.0, -1.0, -2.0], [0.0, -0.5, -9.0]])
+    # row 0 token 1 is off by 0.0004 (under 1e-3); row 1 token 0 is not an action
+    recomputed = torch.tensor([[0.0, -1.0004, -2.0], [5.0, -0.5, -8.0]])
+    mask = torch.tensor([[False, True, True], [False, True, True]])
+    assert check_logprobs(recomputed, sampled, mask, 2.0) == pytest.approx(1.0)
+    with pytest.raises(RuntimeError, match=r"by 1 > logprob_tolerance=0.001.*row 1, token 2: sampled -9.0000, "
+                                           r"recomputed -8.0000; 1 of 4 action tokens over"):
+        check_logprobs(recomputed, sampled, mask, 1e-3)
+    assert check_logprobs(recomputed, sampled, torch.zeros_like(mask), 1e-3) == 0.0
