@@ -36,7 +36,7 @@ class LoopSpec:
     iterations: int
     envs_per_rank: int  # episodes per iteration on each rank
     seed: int
-    logprob_tolerance: float  # max |logp_train - logp_sample| before failing the run
+    logprob_tolerance: float  # |logp_train - logp_sample| per token (ppo.check_logprobs: when the run fails)
     temperature: float  # the sampling temperature, also applied when logprobs are recomputed
     merge_adapter: bool  # generate with the adapter merged into the weights
     transcripts_every: int  # iterations between transcript logs (0: never)

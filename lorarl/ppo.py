@@ -18,6 +18,7 @@ over the whole minibatch; an optional KL penalty to the base model (the adapter 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -30,6 +31,8 @@ from lorarl import losses
 from lorarl.ops import masked_mean, masked_whiten
 from lorarl.specs import PPOSpec
 from lorarl.types import RolloutBatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,22 +110,34 @@ def has_dropout(model: torch.nn.Module) -> bool:
     return found
 
 
+STRAY_SHARE = 0.005  # tokens over the tolerance that are read as rounding: one in 200 (at least one)
+STRAY_CEILING = 10.0  # ... and only while within this many times the tolerance
+
+
 def check_logprobs(recomputed: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor, tolerance: float) -> float:
-    """The largest deviation of the training forward's logprobs from sampling's; raises above
-    ``tolerance`` (generation and training would be seeing different weights or inputs), saying
-    where: a single far-off token and a whole episode off tell different stories."""
+    """The largest deviation of the training forward's logprobs from sampling's. Raises when
+    generation and training see different weights or inputs: more action tokens over
+    ``tolerance`` than a stray one in 200, or any token over ``STRAY_CEILING`` times it. A
+    stray token a little over is float rounding that a near-tie amplified (in fp32 about one
+    iteration in a few hundred on the tiny model: one token at 2e-3 while the rest stay under
+    2e-5); it is logged, not fatal. The error says where, since one far-off token and a whole
+    episode off tell different stories."""
     if not mask.any():
         return 0.0
     gap = (recomputed - sampled).abs() * mask
-    deviation = float(gap.max())
-    if deviation > tolerance:
-        row, col = divmod(int(gap.argmax()), gap.shape[1])
+    deviation, over = float(gap.max()), int((gap > tolerance).sum())
+    if not over:
+        return deviation
+    row, col = divmod(int(gap.argmax()), gap.shape[1])
+    where = (f"largest at row {row}, token {col}: sampled {float(sampled[row, col]):.4f}, recomputed "
+             f"{float(recomputed[row, col]):.4f}; {over} of {int(mask.sum())} action tokens over")
+    if over > max(1, int(STRAY_SHARE * int(mask.sum()))) or deviation > STRAY_CEILING * tolerance:
         raise RuntimeError(
             f"policy logprobs recomputed before the update differ from sampling-time logprobs by "
             f"{deviation:.3g} > logprob_tolerance={tolerance}: generation and training see different "
-            f"weights or inputs (largest at row {row}, token {col}: sampled {float(sampled[row, col]):.4f}, "
-            f"recomputed {float(recomputed[row, col]):.4f}; {int((gap > tolerance).sum())} of "
-            f"{int(mask.sum())} action tokens over)")
+            f"weights or inputs ({where})")
+    log.warning("logprob check: a stray token off by %.3g > logprob_tolerance=%g (%s): float rounding, "
+                "not a weight or input mismatch; training goes on", deviation, tolerance, where)
     return deviation
 
 

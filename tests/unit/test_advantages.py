@@ -72,15 +72,38 @@ def test_every_advantage_the_config_accepts_has_an_estimator():
     assert set(ESTIMATORS) == set(ADVANTAGES) and [a for a, critic in ADVANTAGES.items() if critic] == ["gae"]
 
 
-def test_the_logprob_check_names_where_sampling_and_training_disagree():
+def test_the_logprob_check_names_where_sampling_and_training_disagree(caplog):
     from lorarl.ppo import check_logprobs
 
     sampled = torch.tensor([[0.0, -1.0, -2.0], [0.0, -0.5, -9.0]])
-    # row 0 token 1 is off by 0.0004 (under 1e-3); row 1 token 0 is not an action
+    # row 0 token 1 is off by 0.0004, row 1 token 2 by 1; row 1 token 0 is not an action
     recomputed = torch.tensor([[0.0, -1.0004, -2.0], [5.0, -0.5, -8.0]])
     mask = torch.tensor([[False, True, True], [False, True, True]])
     assert check_logprobs(recomputed, sampled, mask, 2.0) == pytest.approx(1.0)
+    # one token over, but 1 > 10 x 0.001: not rounding
     with pytest.raises(RuntimeError, match=r"by 1 > logprob_tolerance=0.001.*row 1, token 2: sampled -9.0000, "
                                            r"recomputed -8.0000; 1 of 4 action tokens over"):
         check_logprobs(recomputed, sampled, mask, 1e-3)
     assert check_logprobs(recomputed, sampled, torch.zeros_like(mask), 1e-3) == 0.0
+    # one stray token within 10x: logged, the run goes on
+    assert check_logprobs(recomputed, sampled, mask, 0.2) == pytest.approx(1.0)
+    assert "stray token off by 1 > logprob_tolerance=0.2" in caplog.text
+    # two tokens over (of 4): a mismatch, even though each is within 10x
+    with pytest.raises(RuntimeError, match="2 of 4 action tokens over"):
+        check_logprobs(recomputed, sampled, mask, 3e-4)
+
+
+def test_the_logprob_check_tolerates_one_stray_token_in_200():
+    from lorarl.ppo import check_logprobs
+
+    sampled = torch.zeros(2, 200)
+    recomputed = torch.full((2, 200), 1e-5)
+    recomputed[0, 7] = recomputed[1, 9] = 2e-3  # 2 of 400 tokens: one in 200
+    mask = torch.ones(2, 200, dtype=torch.bool)
+    assert check_logprobs(recomputed, sampled, mask, 1e-3) == pytest.approx(2e-3)
+    recomputed[1, 11] = 2e-3  # 3 of 400
+    with pytest.raises(RuntimeError, match="3 of 400"):
+        check_logprobs(recomputed, sampled, mask, 1e-3)
+    recomputed += 0.5  # every token: stale weights
+    with pytest.raises(RuntimeError, match="400 of 400"):
+        check_logprobs(recomputed, sampled, mask, 1e-3)
