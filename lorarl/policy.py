@@ -141,8 +141,9 @@ class Policy(nn.Module):
         With the dynamic KV cache on one process (or unsharded), a short loop of our own decodes
         (``lorarl.decoding``): transformers' generate costs about a third more per token in
         bookkeeping that this case does not need, and for Qwen2 and Llama models each new token
-        skips transformers' forward altogether (``sampling.lean_steps``). Static caches, compilation and lockstep decoding across
-        sharded ranks (``synced_gpus``) go through transformers' generate."""
+        skips transformers' forward altogether (``sampling.lean_steps``). Static caches,
+        compilation and lockstep decoding across sharded ranks (``synced_gpus``) go through
+        transformers' generate."""
         greedy, temperature = sampling.greedy, sampling.temperature
         if sampling.cache == "dynamic" and not synced_gpus:
             return self._decode(input_ids, attention_mask, sampling.max_new_tokens, None if greedy else temperature,
