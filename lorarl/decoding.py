@@ -38,12 +38,14 @@ LEAN_CLASSES = frozenset({"Qwen2ForCausalLM", "LlamaForCausalLM"})
 
 
 def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-           temperature: float | None, eos: int, pad: int, lean: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           temperature: float | None, eos: int, pad: int,
+           lean: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample up to ``max_new_tokens`` per row of a left-padded batch. ``temperature`` None:
     greedy. Rows that have emitted ``eos`` continue with ``pad`` (masked out of attention) until
     every row is done. Returns (new tokens [B, N], their logprobs under the full distribution at
     that temperature, lengths [B] with eos counted). ``lean`` False: the model's forward every step."""
-    lm = lm.get_base_model() if is_lora(lm) else lm  # the adapters live in its layers; PEFT's wrapper adds only per-call work
+    # the adapters live in the base model's layers; PEFT's wrapper adds only per-call work
+    lm = lm.get_base_model() if is_lora(lm) else lm
     stepper = _LeanSteps if lean and lean_supported(lm) else _HFSteps
     steps = stepper(lm, input_ids, attention_mask, max_new_tokens)
     done = torch.zeros(input_ids.shape[0], 1, dtype=torch.bool, device=input_ids.device)
