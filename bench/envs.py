@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -105,8 +106,7 @@ def slow_env(seconds: float) -> dict:
     out = {}
     for mode, workers in (("sequential", 1), ("parallel", 0)):
         made = [Delayed(gym.make("lorarl/TargetWord-v0", max_turns=2), seconds if i == 0 else 0.0) for i in range(4)]
-        sampling = SamplingSpec(max_new_tokens=8, temperature=1.0, max_context_tokens=4096, greedy=False,
-                                merge_adapter=False, cache="dynamic", compile=False, lean_steps=True)
+        sampling = replace(SAMPLING, max_new_tokens=8, max_context_tokens=4096)
         collector = RolloutCollector(made, tok, sampling, REWARDS, step_workers=workers, straggler_timeout_s=0.2)
         start = time.perf_counter()
         eps = collector.collect(ScriptedPolicy(tok, "nope"), [0, 1, 2, 3], [0, 1, 2, 3])

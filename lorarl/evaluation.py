@@ -191,9 +191,10 @@ def _base_path(name: str, config) -> str:
         if not base_path:
             raise EvalError("adapter=none evaluates the base model: give model_path=...")
     else:
+        key = "adapter" if name == config.adapter else "compare"
         if not Path(name).is_dir():
-            raise EvalError(f"{'adapter' if name == config.adapter else 'compare'}={name}: no such directory")
-        base_path = config.model_path or adapter_base_path(name, "adapter" if name == config.adapter else "compare")
+            raise EvalError(f"{key}={name}: no such directory")
+        base_path = config.model_path or adapter_base_path(name, key)
     from lorarl.models import missing_local_path
 
     if missing_local_path(base_path):

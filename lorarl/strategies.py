@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-
 import importlib.util
 
 import torch
 
 from lorarl.sharding import DeepSpeedPlan, FSDP2Plan, ShardingPlan
 from lorarl.specs import STRATEGIES, StrategySpec
+
 
 def deepspeed_config(stage: int, max_grad_norm: float | None, offload_optimizer: bool, precision: str) -> dict:
     """ZeRO config. Micro-batch = the PPO minibatch and no engine-side accumulation: lorarl

@@ -31,6 +31,13 @@ def _batch(rows=(7, 3, 11, 5), seed=1):
     return ids, mask
 
 
+def _recomputed(lm, ids, mask, tokens, temperature):
+    """The training forward's logprobs of the decoded ``tokens`` after their prompts."""
+    policy = Policy(lm, with_value_head=False, keep_reference=False).eval()
+    full, full_mask = torch.cat([ids, tokens], 1), torch.cat([mask, torch.ones_like(tokens)], 1)
+    return policy(full, full_mask, temperature).logprobs[:, ids.shape[1]:]
+
+
 def _both(lm, ids, mask, n, temperature, eos, seed=0):
     """(lean, transformers' forward) decodes of the same batch from the same RNG state."""
     out = []
@@ -57,10 +64,7 @@ def test_lean_steps_give_the_model_forwards_tokens_and_logprobs(arch):
     # sampled at a temperature: the same draws, and each logprob is the training forward's
     (lean, hf) = _both(lm, ids, mask, 12, 0.7, -1, seed=3)
     assert torch.equal(lean[0], hf[0]) and (lean[1] - hf[1]).abs().max() < 1e-5
-    policy = Policy(lm, with_value_head=False, keep_reference=False).eval()
-    full, full_mask = torch.cat([ids, lean[0]], 1), torch.cat([mask, torch.ones_like(lean[0])], 1)
-    recomputed = policy(full, full_mask, 0.7).logprobs[:, ids.shape[1]:]
-    assert (recomputed - lean[1]).abs().max() < 1e-4
+    assert (_recomputed(lm, ids, mask, lean[0], 0.7) - lean[1]).abs().max() < 1e-4
 
 
 def test_a_shared_prompt_is_computed_once_and_each_row_samples_its_own_reply(monkeypatch):
@@ -123,9 +127,7 @@ def test_other_architectures_decode_through_their_own_forward():
     with torch.inference_mode():
         tokens, logprobs, lengths = decoding.decode(gpt2, ids, mask, 6, None, -1, 0)
     assert tokens.shape == (4, 6) and torch.equal(lengths, torch.full((4,), 6))
-    policy = Policy(gpt2, with_value_head=False, keep_reference=False).eval()
-    full, full_mask = torch.cat([ids, tokens], 1), torch.cat([mask, torch.ones_like(tokens)], 1)
-    assert (policy(full, full_mask).logprobs[:, ids.shape[1]:] - logprobs).abs().max() < 1e-4
+    assert (_recomputed(gpt2, ids, mask, tokens, 1.0) - logprobs).abs().max() < 1e-4
 
 
 def test_algorithm_sampling_lean_steps_false_decodes_through_the_models_forward(tiny_lm, tiny_tokenizer, defaults,
