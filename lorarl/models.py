@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
 
+from lorarl.packaged import resolve
 from lorarl.specs import TinyModelSpec
 
 
@@ -37,7 +38,8 @@ def missing_local_path(path: str) -> bool:
 
 
 def load_pretrained_model(path: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    """A hub id, a local directory, or a packaged model's hub id (``lorarl.packaged``: offline)."""
+    return AutoModelForCausalLM.from_pretrained(resolve(path), dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

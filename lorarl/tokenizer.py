@@ -52,7 +52,9 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    from lorarl.packaged import resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve(path), trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         raise ValueError(f"tokenizer at {path} has no pad token; set one in its tokenizer_config.json")
     if tok.chat_template is None:
