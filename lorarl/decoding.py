@@ -31,6 +31,7 @@ from torch import nn
 
 from lorarl.lora import is_lora
 from lorarl.ops import position_ids_from_mask
+from lorarl.prefix_cache import Entry, PrefixCache
 
 # transformers' classes whose decoder layer is exactly: x + attn(norm(x)); x + mlp(norm(x)),
 # attention = q/k/v projections, rotary on q and k, softmax attention, o projection.
@@ -38,16 +39,23 @@ LEAN_CLASSES = frozenset({"Qwen2ForCausalLM", "LlamaForCausalLM"})
 
 
 def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-           temperature: float | None, eos: int, pad: int,
-           lean: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           temperature: float | None, eos: int, pad: int, lean: bool = True, cache: PrefixCache | None = None,
+           keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample up to ``max_new_tokens`` per row of a left-padded batch. ``temperature`` None:
     greedy. Rows that have emitted ``eos`` continue with ``pad`` (masked out of attention) until
     every row is done. Returns (new tokens [B, N], their logprobs under the full distribution at
-    that temperature, lengths [B] with eos counted). ``lean`` False: the model's forward every step."""
+    that temperature, lengths [B] with eos counted). ``lean`` False: the model's forward every step.
+    ``cache`` (lean steps only): keys and values computed before, reused where a row starts with
+    them, and what this call computes kept for the next turn of each row's episode (``keys``:
+    one hashable id per row, the episode's)."""
     # the adapters live in the base model's layers; PEFT's wrapper adds only per-call work
     lm = lm.get_base_model() if is_lora(lm) else lm
-    stepper = _LeanSteps if lean and lean_supported(lm) else _HFSteps
-    steps = stepper(lm, input_ids, attention_mask, max_new_tokens)
+    if lean and lean_supported(lm):
+        if cache is not None:
+            cache.sync(lm)
+        steps = _LeanSteps(lm, input_ids, attention_mask, max_new_tokens, cache, keys)
+    else:
+        steps = _HFSteps(lm, input_ids, attention_mask, max_new_tokens)
     done = torch.zeros(input_ids.shape[0], 1, dtype=torch.bool, device=input_ids.device)
     tokens, logprobs = [], []
     logits = steps.first()
@@ -65,6 +73,8 @@ def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     # eos counted; a row cut off without one has max_new_tokens (a stop before that means every row ended)
     ended = tokens == eos
     lengths = torch.where(ended.any(1), ended.int().argmax(1) + 1, max_new_tokens)
+    if isinstance(steps, _LeanSteps):
+        steps.keep(tokens, lengths)
     return tokens, torch.cat(logprobs, 1), lengths
 
 
@@ -126,36 +136,116 @@ class _HFSteps:
 
 class _LeanSteps:
     """The model's submodules with the attention written out here, over one preallocated
-    [B, kv heads, prompt + new tokens, D] cache per layer: the prompt in one pass (``first``),
-    then one token per row per step (``next``)."""
+    [B, kv heads, prompt + new tokens, D] cache per layer: the prompts in one pass (``first``),
+    then one token per row per step (``next``). Each row's prompt is right-aligned at column
+    ``self.width``; new tokens append at the same column for every row.
 
-    def __init__(self, lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int):
-        self.lm, self.body, self.ids = lm, lm.model, input_ids
+    With a ``PrefixCache`` a row's prompt need not be computed in full: what an earlier turn of
+    its episode computed, or a prefix shared by several episodes (computed once here when the
+    fresh rows of a batch share ``min_shared`` tokens or more), is copied in, and only the rest
+    is prefilled. Rows whose remaining work is identical (a GRPO group's copies of one prompt)
+    are prefilled once."""
+
+    def __init__(self, lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                 cache: PrefixCache | None = None, keys: list | None = None):
+        self.lm, self.body, self.device = lm, lm.model, input_ids.device
         self.layers = list(self.body.layers[: lm.config.num_hidden_layers])
-        B, T = input_ids.shape
-        self.positions = position_ids_from_mask(attention_mask)
-        self.valid = torch.zeros(B, T + max_new_tokens, dtype=torch.bool, device=input_ids.device)
-        self.valid[:, :T] = attention_mask.bool()
-        self.length = 0  # tokens in the cache so far
-        self.keys: list[torch.Tensor | None] = [None] * len(self.layers)
-        self.values: list[torch.Tensor | None] = [None] * len(self.layers)
+        self.rows = [row[m.bool()].tolist() for row, m in zip(input_ids, attention_mask)]
+        self.cache, self.row_keys = cache, keys if keys is not None else [None] * len(self.rows)
+        self.width = max(map(len, self.rows))
+        self.valid = torch.zeros(len(self.rows), self.width + max_new_tokens, dtype=torch.bool, device=self.device)
+        for i, row in enumerate(self.rows):
+            self.valid[i, self.width - len(row): self.width] = True
+        self.positions = torch.tensor([[len(r) - 1] for r in self.rows], device=self.device)
+        self.length = 0  # columns of the cache filled so far
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
 
     def first(self) -> torch.Tensor:
-        """The prompts, each distinct one once: a GRPO group's episodes share theirs, so its
-        keys and values are computed once and copied to every row of the group."""
-        T = self.ids.shape[1]
-        known = self.valid[:, :T]
-        rep, inverse = _distinct_rows(torch.cat([self.ids, known.long()], 1))
-        causal = torch.ones(T, T, dtype=torch.bool, device=self.ids.device).tril()
-        # A left-pad query sees only itself: a row with no visible key would be NaN, and NaN
-        # in a pad position's keys and values would reach real tokens through 0 * NaN.
-        visible = (causal & known[rep, None, None, :]) | torch.eye(T, dtype=torch.bool, device=self.ids.device)
-        logits = self._forward(self.ids[rep], self.positions[rep], visible)
-        if len(rep) == len(inverse) and torch.equal(inverse, torch.arange(len(inverse), device=inverse.device)):
-            return logits  # every prompt distinct, in order: nothing to copy
-        self.keys = [k[inverse] for k in self.keys]
-        self.values = [v[inverse] for v in self.values]
-        return logits[inverse]
+        """Logits after each row's prompt, computing only what no entry of the cache holds."""
+        sources = self._sources()
+        todo = [(id(e) if e else None, tuple(row[c:])) for row, (e, c) in zip(self.rows, sources)]
+        order = {key: n for n, key in enumerate(dict.fromkeys(todo))}  # distinct work, first seen first
+        inverse = torch.tensor([order[t] for t in todo], device=self.device)
+        rep = [todo.index(key) for key in order]
+        logits = self._prefill([self.rows[i] for i in rep], [sources[i] for i in rep], self.valid.shape[1] - self.width)
+        if self.cache is not None:
+            self.cache.reused += sum(c for _, c in sources)
+        if len(rep) < len(self.rows):
+            self.keys = [k[inverse] for k in self.keys]
+            self.values = [v[inverse] for v in self.values]
+            logits = logits[inverse]
+        return logits
+
+    def _sources(self) -> list[tuple[Entry | None, int]]:
+        """Per row, the longest cached prefix to start from: its episode's last turn, a shared
+        prefix kept from earlier batches, or the prefix that this batch's other fresh rows share
+        with it (computed here, once)."""
+        if self.cache is None:
+            return [(None, 0)] * len(self.rows)
+        found = [self.cache.best(key, row) for key, row in zip(self.row_keys, self.rows)]
+        fresh = [i for i, (e, c) in enumerate(found) if len(self.rows[i]) - c > self.cache.min_shared]
+        shared = self._shared_prefix([self.rows[i] for i in fresh]) if len(fresh) > 1 else None
+        if shared is not None:
+            for i in fresh:
+                if len(shared.tokens) > found[i][1]:
+                    found[i] = (shared, len(shared.tokens))
+        return found
+
+    def _shared_prefix(self, rows: list[list[int]]) -> Entry | None:
+        """The prefix all ``rows`` start with (at least ``min_shared`` tokens, and one short of the
+        shortest row), computed once, from the longest stored prefix of it, and kept."""
+        first, n = rows[0], min(map(len, rows)) - 1
+        for other in rows[1:]:
+            n = min(n, _common(first, other))
+        if n < self.cache.min_shared:
+            return None
+        prefix = first[:n]
+        entry, c = self.cache.best(None, prefix + [-1])  # a stored prefix of it ([-1]: the whole of it may be stored)
+        if c == n:
+            return entry
+        sub = _LeanSteps(self.lm, torch.tensor([prefix], device=self.device),
+                         torch.ones(1, n, dtype=torch.long, device=self.device), 0, self.cache)
+        sub._prefill([prefix], [(entry, c)], 0)
+        self.cache.reused += c
+        shared = Entry(tuple(prefix), [k[0] for k in sub.keys], [v[0] for v in sub.values])
+        self.cache.put_shared(shared)
+        return shared
+
+    def _prefill(self, rows: list[list[int]], sources: list[tuple[Entry | None, int]], extra: int) -> torch.Tensor:
+        """Fill a cache of len(rows) rows and ``self.width + extra`` columns: each row's cached
+        part copied in, the rest computed; logits after each row's last token."""
+        U, S, T = len(rows), self.width, self.width + extra
+        new = [len(r) - c for r, (_, c) in zip(rows, sources)]
+        N = max(new)
+        cfg = self.lm.config
+        kv, hd = cfg.num_key_value_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        dtype = self.body.embed_tokens.weight.dtype
+        # zeros, not empty: a left-padding query reads only its own column, which must be finite
+        self.keys = [torch.zeros(U, kv, T, hd, dtype=dtype, device=self.device) for _ in self.layers]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        ids = torch.zeros(U, N, dtype=torch.long, device=self.device)
+        positions = torch.zeros(U, N, dtype=torch.long, device=self.device)
+        visible = torch.zeros(U, 1, N, S, dtype=torch.bool, device=self.device)
+        real = torch.zeros(U, N, dtype=torch.bool, device=self.device)
+        for u, (row, (entry, c)) in enumerate(zip(rows, sources)):
+            start = S - len(row)  # the row's first column
+            if entry is not None:
+                for layer, (k, v) in enumerate(zip(entry.keys, entry.values)):
+                    self.keys[layer][u, :, start:start + c] = k[:, :c]
+                    self.values[layer][u, :, start:start + c] = v[:, :c]
+            n = new[u]
+            ids[u, N - n:] = torch.tensor(row[c:], device=self.device)
+            positions[u, N - n:] = torch.arange(c, len(row), device=self.device)
+            real[u, N - n:] = True
+            q = torch.arange(S - n, S, device=self.device)  # the new tokens' columns
+            visible[u, 0, N - n:] = (torch.arange(S, device=self.device)[None] >= start) & \
+                (torch.arange(S, device=self.device)[None] <= q[:, None])
+            visible[u, 0, : N - n, S - N: S - n] = torch.eye(N - n, dtype=torch.bool, device=self.device)
+        if self.cache is not None:
+            self.cache.computed += sum(new)
+        self.length = S - N
+        return self._forward(ids, positions, visible, real)
 
     def next(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Logits after appending ``tokens`` [B]; ``valid`` [B] False masks a finished row's token."""
@@ -163,43 +253,58 @@ class _LeanSteps:
         self.positions = self.positions[:, -1:] + 1
         return self._forward(tokens[:, None], self.positions, self.valid[:, None, None, : self.length + 1])
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """Logits of the last of ``ids`` [B, L] (at ``positions``), their keys and values
-        cached after the ``self.length`` tokens already there; ``visible`` [B, 1, L, length + L]."""
+    def keep(self, tokens: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Store, per row, what this call computed for its episode's next turn: the prompt and the
+        reply but its last token (never fed back, so never computed)."""
+        if self.cache is None:
+            return
+        for b, (row, key) in enumerate(zip(self.rows, self.row_keys)):
+            if key is None:
+                continue
+            fed = int(lengths[b]) - 1
+            covered = tuple(row) + tuple(tokens[b, :fed].tolist())
+            start = self.width - len(row)
+            self.cache.put_episode(key, Entry(covered, [k[b, :, start:self.width + fed] for k in self.keys],
+                                              [v[b, :, start:self.width + fed] for v in self.values]))
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor,
+                 write: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the last of ``ids`` [B, L] (at ``positions``), their keys and values cached
+        after the ``self.length`` columns already there; ``visible`` [B, 1, L, length + L];
+        ``write`` [B, L] False keeps what a column holds (a cached prefix under left padding)."""
         start, L = self.length, ids.shape[1]
         end = self.length = start + L
         x = self.body.embed_tokens(ids)  # [B, L, H]
         cos, sin = self.body.rotary_emb(x, positions)
         cos, sin = cos[:, None], sin[:, None]  # [B, 1, L, D]: broadcast over heads
+        keep = None if write is None else write[:, None, :, None]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
             q, k = _heads(attn.q_proj(h), attn.head_dim), _heads(attn.k_proj(h), attn.head_dim)
             qk = _rotate(torch.cat([q, k], 1), cos, sin)  # one rotation for queries and keys
             q, k = qk[:, : q.shape[1]], qk[:, q.shape[1]:]
-            keys, values = self._cache(i, k)
-            keys[:, :, start:end] = k
-            values[:, :, start:end] = _heads(attn.v_proj(h), attn.head_dim)
+            v = _heads(attn.v_proj(h), attn.head_dim)
+            keys, values = self.keys[i], self.values[i]
+            if keep is None:
+                keys[:, :, start:end] = k
+                values[:, :, start:end] = v
+            else:
+                keys[:, :, start:end] = torch.where(keep, k, keys[:, :, start:end])
+                values[:, :, start:end] = torch.where(keep, v, values[:, :, start:end])
             o = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=visible,
                                                scale=attn.scaling, enable_gqa=keys.shape[1] != q.shape[1])
             x = x + attn.o_proj(o.transpose(1, 2).reshape(*x.shape[:2], -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.lm.lm_head(self.body.norm(x[:, -1]))
 
-    def _cache(self, layer: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.keys[layer] is None:
-            shape = (*like.shape[:2], self.valid.shape[1], like.shape[3])
-            self.keys[layer], self.values[layer] = like.new_empty(shape), like.new_empty(shape)
-        return self.keys[layer], self.values[layer]
 
-
-def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the first row index of each distinct row [U], the distinct row of each row [B]): rows
-    ``rows[rep][inverse]`` are ``rows``."""
-    distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    order = torch.arange(rows.shape[0], device=rows.device)
-    rep = torch.full((distinct.shape[0],), rows.shape[0], dtype=torch.long, device=rows.device)
-    return rep.scatter_reduce(0, inverse, order, "amin"), inverse
+def _common(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:

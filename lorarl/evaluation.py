@@ -10,6 +10,7 @@ print them side by side and write a JSON report per model.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -37,20 +38,32 @@ class EvalSpec:
     samples_per_task: int = 1  # episodes per task (pass@k); more than 1 needs sampling, not greedy
 
 
+def tasks_of(spec: EvalSpec) -> list[int]:
+    """The task index of each episode an evaluation plays, in order."""
+    return [i for i in range(spec.num_samples) for _ in range(spec.samples_per_task)]
+
+
 def evaluate_policy(policy: Policy, collector: RolloutCollector, spec: EvalSpec, synced_gpus: bool = False,
-                    any_rank_active=bool) -> tuple[list[Episode], float]:
-    """Run ``samples_per_task`` episodes of each of ``num_samples`` tasks; (episodes, generated
-    tokens/s). An episode's ``group_id`` is its task. Sharded policies pass the rank sync
-    (``RLModule.any_rank``) so every rank joins every generation."""
+                    any_rank_active=bool, tasks: list[int] | None = None,
+                    on_batch=None) -> tuple[list[Episode], float]:
+    """Run ``samples_per_task`` episodes of each of ``num_samples`` tasks (or the episodes of
+    ``tasks``, task indices); (episodes, generated tokens/s). An episode's ``group_id`` is its
+    task. ``on_batch(episodes)`` is called after each batch (evaluate.py saves them as it goes).
+    Sharded policies pass the rank sync (``RLModule.any_rank``) so every rank joins every generation."""
     n_envs = len(collector.envs)
-    tasks = [i for i in range(spec.num_samples) for _ in range(spec.samples_per_task)]
+    tasks = tasks_of(spec) if tasks is None else tasks
     episodes, tokens, start = [], 0, time.perf_counter()
+    cache = collector.new_prefix_cache()  # the weights do not change between batches: one cache for all
     for first in range(0, len(tasks), n_envs):
         ids = tasks[first:first + n_envs]
         opts = [{"task_index": i} for i in ids] if spec.by_task_index else None
-        batch = collector.collect(policy, [spec.seed + i for i in ids], ids, synced_gpus, any_rank_active, opts)
+        batch = collector.collect(policy, [spec.seed + i for i in ids], ids, synced_gpus, any_rank_active, opts, cache)
         episodes += batch
         tokens += sum(sum(e.action_mask) for e in batch)
+        if on_batch is not None:
+            on_batch(batch)
+    if cache is not None:
+        collector.prefill = {k: v for k, v in cache.stats().items()}
     return episodes, tokens / max(time.perf_counter() - start, 1e-9)
 
 
@@ -102,7 +115,16 @@ def paired(a: list[Episode], b: list[Episode]) -> dict:
 
 def episode_records(episodes: list[Episode]) -> list[dict]:
     return [{"task": e.group_id, "seed": e.seed, "task_type": e.task_type, "outcome": e.outcome, "reward": e.reward,
-             "turns": e.turns, "prompt_turns": e.prompt_turns, "transcript": e.messages} for e in episodes]
+             "turns": e.turns, "prompt_turns": e.prompt_turns, "transcript": e.messages, "verdict": e.verdict}
+            for e in episodes]
+
+
+def episode_of(record: dict) -> Episode:
+    """An episode back from its record (transcript and verdict; no token ids)."""
+    return Episode(group_id=record["task"], seed=record["seed"], messages=record["transcript"],
+                   outcome=record["outcome"], task_type=record["task_type"], reward=record["reward"],
+                   turns=record["turns"], prompt_turns=record["prompt_turns"], verdict=record.get("verdict") or {},
+                   done=True)
 
 
 def format_table(results: dict[str, dict]) -> str:
@@ -231,12 +253,85 @@ def _evaluate_one(name: str, config, spec: EvalSpec, envs) -> tuple[dict, list] 
         tok, lm = _load(name, config, merge=False)
     collector = make_collector(config.env, envs, tok, config.algorithm.sampling, config.reward)
     policy = Policy(lm.eval(), with_value_head=False, keep_reference=False).eval()
+    progress = Progress(_report_path(name, config), name, config)
+    done, todo = progress.resume(tasks_of(spec))
     torch.manual_seed(config.seed)  # every model samples from the same stream (pairs stay comparable)
     try:
-        episodes, tps = evaluate_policy(policy, collector, spec)
+        played, tps = evaluate_policy(policy, collector, spec, tasks=todo, on_batch=progress.add)
+    except KeyboardInterrupt:
+        progress.interrupted(spec)
+        raise
     finally:
         collector.close(close_envs=False)  # the next model plays the same envs
-    return {**summarize(episodes, tps), "confidence": confidence(episodes)}, episodes
+    episodes = sorted(done + played, key=lambda e: e.group_id)
+    return {**summarize(episodes, tps), **collector.prefill, "confidence": confidence(episodes)}, episodes
+
+
+class Progress:
+    """An evaluation's episodes saved as they finish (``<report>.partial.jsonl``: a line per
+    episode after a header naming the model, env and seeds), so that a crash or Ctrl-C keeps them
+    and the same command continues where it stopped; removed once the report is written. Prints
+    progress with an estimate of the time left."""
+
+    def __init__(self, report: Path, name: str, config):
+        self.path = report.with_name(report.stem + ".partial.jsonl")
+        self.name, self.report = name, report
+        self.header = {"model": name, "env": config.env.id, "env_kwargs": config.env.kwargs, "seed": config.seed,
+                       "by_task_index": config.by_task_index, "greedy": config.algorithm.sampling.greedy}
+        self.records: list[dict] = []
+        self.total, self.start, self.count = 0, time.monotonic(), 0
+
+    def resume(self, tasks: list[int]) -> tuple[list[Episode], list[int]]:
+        """(episodes finished by an interrupted run of the same evaluation, the tasks left)."""
+        self.total = len(tasks)
+        if self.path.is_file():
+            lines = self.path.read_text().splitlines()
+            try:
+                same = json.loads(lines[0]) == json.loads(json.dumps(self.header, default=str))
+                self.records = [json.loads(ln) for ln in lines[1:] if ln.strip()] if same else []
+            except (ValueError, IndexError):
+                self.records = []
+        left = list(tasks)
+        for r in self.records:
+            if r["task"] in left:
+                left.remove(r["task"])
+        if self.records:
+            print(f"{_label(self.name)}: continuing an interrupted evaluation: {len(self.records)} of {self.total} "
+                  f"episodes done ({self.path})", file=sys.stderr)
+        self._write()
+        return [episode_of(r) for r in self.records], left
+
+    def add(self, batch: list[Episode]) -> None:
+        new = episode_records(batch)
+        self.records += new
+        with self.path.open("a") as f:
+            f.writelines(json.dumps(r, default=str) + "\n" for r in new)
+        self.count += len(batch)
+        done, elapsed = len(self.records), time.monotonic() - self.start
+        eta = elapsed / self.count * (self.total - done) if self.count else float("nan")
+        print(f"{_label(self.name)}: {done}/{self.total} episodes, {elapsed / 60:.1f} min, about {eta / 60:.1f} min left",
+              file=sys.stderr, flush=True)
+
+    def interrupted(self, spec: EvalSpec) -> None:
+        """Ctrl-C: a readable report of what finished, marked partial."""
+        episodes = [episode_of(r) for r in self.records]
+        if episodes:
+            partial = self.report.with_name(self.report.stem + ".partial.json")
+            partial.write_text(json.dumps({"model": self.name, "partial": True, "episodes_done": len(episodes),
+                                           "episodes_planned": self.total,
+                                           "metrics": summarize(episodes, float("nan")),
+                                           "confidence": confidence(episodes), "episodes": self.records},
+                                          indent=2, default=str))
+            print(f"\ninterrupted: {len(episodes)} of {self.total} episodes of {_label(self.name)} kept in {partial}; "
+                  "run the same command to continue", file=sys.stderr)
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.report.with_name(self.report.stem + ".partial.json").unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(json.dumps(r, default=str) + "\n" for r in [self.header, *self.records]))
 
 
 def run_evaluation(config) -> dict[str, dict]:
@@ -271,6 +366,7 @@ def run_evaluation(config) -> dict[str, dict]:
                                       "confidence": results[name]["confidence"], "paired": results[name].get("paired", {}),
                                       "episodes": episode_records(played[name])}, indent=2, default=str))
         _log_tensorboard(config.log_dir, name, metrics)
+        Progress(report, name, config).finish()
     if results:
         print(format_table(results))
         page = _report_path(names[0], config).with_suffix(".html")

@@ -25,11 +25,12 @@ from lorarl.environments import build_envs, make_collector
 from lorarl.evaluation import EvalSpec
 from lorarl.lora import apply_lora, check_targets, is_lora
 from lorarl.models import build_tiny_model, load_pretrained_model, missing_local_path
+from lorarl.packaged import resolve
 from lorarl.module import LoopSpec, RLModule
 from lorarl.policy import Policy
 from lorarl.schema import ConfigError, ModelConfig, TrainConfig
 from lorarl.specs import PPOSpec
-from lorarl.strategies import build_strategy, world_size
+from lorarl.strategies import build_strategy, check_launcher, world_size
 from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer, train_bpe_tokenizer
 
 BASE_MODEL_DIR = "base_model"
@@ -88,7 +89,7 @@ def check_lora_first(model: ModelConfig) -> None:
     try:
         with torch.device("meta"):
             if model.path:
-                config = AutoConfig.from_pretrained(model.path, trust_remote_code=model.trust_remote_code)
+                config = AutoConfig.from_pretrained(resolve(model.path), trust_remote_code=model.trust_remote_code)
                 skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
             else:
                 skeleton = build_tiny_model(model.tiny, model.tiny.vocab_size or 512, 0, 0)
@@ -137,8 +138,9 @@ def build_policy(lm, model: ModelConfig, base_path: str, with_value_head: bool, 
 
 
 def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list, resume_from: str | None = None,
-                  **kwargs) -> L.Trainer:
-    """The Lightning Trainer of either stage; one Lightning epoch is an RL iteration or an SFT epoch."""
+                  steps: int | None = None, **kwargs) -> L.Trainer:
+    """The Lightning Trainer of either stage; one Lightning epoch is an RL iteration or an SFT
+    epoch (of ``steps`` optimizer steps, which the progress bar counts)."""
     tr, sft = config.trainer, config.stage == "sft"
     epochs = config.sft.epochs if sft else tr.iterations
     logger = False
@@ -153,7 +155,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list,
     random_model = not (config.model.path or config.model.lora.lora_path)
     callbacks = [*callbacks, IterationLog(epochs, sft), RunSummary(run_dir, bool(config.logger.tensorboard), sft, random_model)]
     if tr.progress_bar:
-        callbacks.append(IterationProgress(epochs, SFT_FIELDS if sft else RL_FIELDS, "epochs" if sft else "iterations"))
+        callbacks.append(IterationProgress(epochs * steps, SFT_FIELDS, "SFT steps", per_step=True) if sft and steps
+                         else IterationProgress(epochs, RL_FIELDS, "iterations"))
     return L.Trainer(
         accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=strategy,
         precision=config.precision.name, max_epochs=epochs, logger=logger, callbacks=callbacks,
@@ -166,6 +169,7 @@ def _strategy(config: TrainConfig):
     """(Lightning strategy, sharding plan), or a ConfigError before any model is built."""
     tr = config.trainer
     try:
+        check_launcher(tr.num_nodes)
         size = world_size(tr.devices, tr.num_nodes, tr.accelerator)
         return build_strategy(config.strategy, config.algorithm.optim.max_grad_norm, size, config.precision.name)
     except ValueError as e:
@@ -183,7 +187,10 @@ def _seeded_base(config: TrainConfig, run_dir: Path, corpus):
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     dtype = torch.bfloat16 if config.precision.name == "bf16-true" else torch.float32
     model = warm_start(config.model)
-    return (model, *build_base(model, run_dir, dtype, corpus))
+    tok, lm, base_path = build_base(model, run_dir, dtype, corpus)
+    if config.strategy.activation_checkpointing:  # recompute each decoder layer in backward (generation is unaffected)
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tok, lm, base_path
 
 
 def build_run(config: TrainConfig, run_dir: str | Path):
@@ -197,8 +204,6 @@ def build_run(config: TrainConfig, run_dir: str | Path):
     check_lora_first(config.model)
     resume_from = resume_path(config.resume, run_dir / "checkpoints")
     model, tok, lm, base_path = _seeded_base(config, run_dir, env_corpus(config.env))
-    if config.strategy.activation_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy = build_policy(lm, model, base_path, spec.uses_critic, alg.kl_coef > 0)
     env = config.env
     collector = make_collector(env, build_envs(env, alg.envs_per_rank), tok, alg.sampling, config.reward)
@@ -207,6 +212,7 @@ def build_run(config: TrainConfig, run_dir: str | Path):
         logprob_tolerance=config.precision.logprob_tolerance, temperature=alg.sampling.temperature,
         merge_adapter=merge_for_sampling(alg.sampling.merge_adapter, plan, config.strategy.name) and is_lora(policy.lm),
         transcripts_every=tr.transcripts_every, transcripts_count=tr.transcripts_count,
+        micro_batch_tokens=tr.micro_batch_tokens, share_prefixes=tr.share_prefixes,
     )
     module = RLModule(policy, collector, spec, alg.optim, loop, plan)
     callbacks = [AdapterCheckpoint(run_dir / "checkpoints", tr.checkpoint_every, tr.keep_last, tok)]
@@ -239,10 +245,13 @@ def build_sft_run(config: TrainConfig, run_dir: Path):
     train, val = sft.split(data, spec.holdout, spec.seed)
     encode = lambda part: sft.Transcripts([sft.encode(m, p, framer, spec.max_tokens) for m, p in part])  # noqa: E731
     optim = replace(config.algorithm.optim, lr=config.sft.lr)
-    module = sft.SFTModule(policy, encode(train), encode(val), spec, optim, tok.pad_token_id, plan)
+    module = sft.SFTModule(policy, encode(train), encode(val), spec, optim, tok.pad_token_id, plan,
+                           config.trainer.micro_batch_tokens, config.trainer.share_prefixes)
     callbacks = [AdapterCheckpoint(run_dir / "checkpoints", 1, config.trainer.keep_last, tok)]
-    trainer = build_trainer(config, run_dir, strategy, callbacks, resume_from,
-                            gradient_clip_val=config.algorithm.optim.max_grad_norm, limit_val_batches=1.0 if len(val) else 0)
+    per_rank = -(-len(module.train_set) // world_size(config.trainer.devices, config.trainer.num_nodes,
+                                                    config.trainer.accelerator))
+    trainer = build_trainer(config, run_dir, strategy, callbacks, resume_from, -(-per_rank // spec.batch_size),
+                            limit_val_batches=1.0 if len(val) else 0)
     return trainer, module, resume_from
 
 

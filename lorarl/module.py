@@ -23,11 +23,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from lorarl import ppo
 from lorarl.checkpointing import trainable_only
+from lorarl.logprob_check import LogprobGuard
 from lorarl.lora import merged_for_inference
 from lorarl.metrics import episode_metrics, log_synced, prefixed
+from lorarl.packing import CostModel
 from lorarl.policy import Policy
 from lorarl.rollout import Episode, RolloutCollector, format_transcript
-from lorarl.sharding import ShardingPlan
+from lorarl.sharding import ShardingPlan, max_over_ranks
 from lorarl.transcript_page import write_page
 
 
@@ -36,11 +38,13 @@ class LoopSpec:
     iterations: int
     envs_per_rank: int  # episodes per iteration on each rank
     seed: int
-    logprob_tolerance: float  # |logp_train - logp_sample| per token (ppo.check_logprobs: when the run fails)
+    logprob_tolerance: float  # |logp_train - logp_sample| per token (lorarl.logprob_check: when the run fails)
     temperature: float  # the sampling temperature, also applied when logprobs are recomputed
     merge_adapter: bool  # generate with the adapter merged into the weights
     transcripts_every: int  # iterations between transcript logs (0: never)
     transcripts_count: int
+    micro_batch_tokens: int  # tokens per training forward/backward (lorarl.packing)
+    share_prefixes: bool  # compute a prefix that episodes share once in the training forwards
 
 
 class _Iterations(Dataset):
@@ -63,6 +67,9 @@ class RLModule(L.LightningModule):
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold trainable weights only
         self.advantage_state = ppo.AdvantageState()
+        self.check = LogprobGuard(loop.logprob_tolerance)
+        self.batching = ppo.Batching(loop.micro_batch_tokens, CostModel.of(policy.lm), collector.tok.pad_token_id,
+                                     loop.share_prefixes, self.max_over_ranks)
         self.last_stats: dict[str, float] = {}
         self.last_episodes: list[Episode] = []
 
@@ -96,16 +103,17 @@ class RLModule(L.LightningModule):
         temperature = self.loop.temperature
         t_prep = time.perf_counter()  # still in eval mode: old values and logprobs are the no-dropout policy's
         targets, prep_stats = ppo.prepare(self.policy, data, self.spec, self.advantage_state, temperature,
-                                          self.loop.logprob_tolerance, self.mean_over_ranks)
+                                          self.batching, self.check, self.mean_over_ranks)
         self.policy.train()
         t1 = time.perf_counter()
-        train_stats, train_tokens = ppo.update(self.policy, data, targets, self.spec, temperature, self._step,
-                                               self.loop.logprob_tolerance)
+        train_stats, train_tokens = ppo.update(self.policy, data, targets, self.spec, temperature, self.batching,
+                                               self._backward, self._step, self.check)
         stats = {**prefixed("rollout", episode_metrics(episodes)), **prep_stats, **train_stats,
                  "perf/rollout_tokens_per_s": data.num_action_tokens / max(rollout_s, 1e-9),
                  "perf/train_tokens_per_s": train_tokens / max(time.perf_counter() - t1, 1e-9),
                  "perf/iteration_s": time.perf_counter() - t0,
                  "perf/rollout_s": rollout_s, **{f"perf/{k}": v for k, v in self.collector.timing.items()},
+                 **{f"perf/{k}": v for k, v in self.collector.prefill.items()},
                  "perf/prepare_s": t1 - t_prep, "perf/update_s": time.perf_counter() - t1,
                  "iteration": float(iteration)}
         # TensorBoard's x-axis is the iteration (1-based, as in train.log and checkpoint names)
@@ -122,13 +130,17 @@ class RLModule(L.LightningModule):
         with self.sampling_mode():
             return self.collector.collect(self.policy, seeds, groups, self.sharding.synced_generate, self.any_rank)
 
-    def _step(self, loss: torch.Tensor) -> dict[str, float]:
-        opt, sched = self.optimizers(), self.lr_schedulers()
-        opt.zero_grad(set_to_none=True)
+    def _backward(self, loss: torch.Tensor, last: bool) -> None:
+        self.sharding.before_backward(self, last)
         self.manual_backward(loss)
+
+    def _step(self) -> dict[str, float]:
+        """Clip and step on the gradients the minibatch's micro-batches accumulated, then clear them."""
+        opt, sched = self.optimizers(), self.lr_schedulers()
         norm = self.sharding.clip_grad_norm(self.policy, self.optim.max_grad_norm)
         opt.step()
         sched.step()
+        opt.zero_grad(set_to_none=True)
         return {"train/lr": sched.get_last_lr()[0], **({"train/grad_norm": norm} if norm is not None else {})}
 
     @contextlib.contextmanager
@@ -149,6 +161,9 @@ class RLModule(L.LightningModule):
         t = torch.tensor([float(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def max_over_ranks(self, n: int) -> int:
+        return max_over_ranks(n, self.device)
 
     def mean_over_ranks(self, x: torch.Tensor) -> torch.Tensor:
         if not (dist.is_available() and dist.is_initialized()):

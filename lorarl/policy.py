@@ -20,7 +20,8 @@ from transformers import CompileConfig, GenerationConfig
 
 from lorarl.decoding import decode
 from lorarl.lora import REFERENCE_ADAPTER, is_lora
-from lorarl.ops import position_ids_from_mask, shift_to_tokens, token_entropy, token_logprobs
+from lorarl.ops import position_ids_from_mask
+from lorarl.packing import MicroBatch
 
 
 @dataclass
@@ -65,77 +66,93 @@ class Policy(nn.Module):
     def forward(self, input_ids, attention_mask, temperature: float = 1.0, with_values: bool = False,
                 positions: torch.Tensor | None = None, entropy_grad: bool = True) -> PolicyOutput:
         """log p, entropy (and values) of the tokens at ``positions`` ([B, T] bool; None: every
-        token but the first), zero elsewhere. The vocabulary projection runs only where these
-        tokens are predicted (``_TokenHead``): with a 150k vocabulary and long prompts, logits
-        for every position would be most of the memory. ``entropy_grad`` False: the entropy is
-        for the log only (no entropy bonus), and carries no gradient."""
+        token but the first) of a padded batch (left or right), zero elsewhere; one forward."""
         positions = _default_positions(attention_mask) if positions is None else positions
-        with _TokenHead(self.lm, positions, input_ids, temperature, entropy_grad) as head:
-            out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids_from_mask(attention_mask), use_cache=False)
-        got = head.result(out.logits)
-        if got is None:
-            return self._full_logits_forward(input_ids, attention_mask, temperature, with_values, positions)
-        values = None
-        if with_values:  # V(x_<t) from the hidden state that predicts token t, at the same positions
-            v = self.value_head(head.hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
-            values = head.scatter(v)
-        return PolicyOutput(*got, values)
+        rows, cols = positions.nonzero(as_tuple=True)
+        source = rows * input_ids.shape[1] + cols - 1  # the hidden state at t - 1 predicts token t
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
+                  "position_ids": position_ids_from_mask(attention_mask)}
+        return self._predict(self.lm, inputs, source, input_ids[rows, cols], (rows, cols), input_ids.shape,
+                             temperature, with_values, entropy_grad)
 
-    def _full_logits_forward(self, input_ids, attention_mask, temperature, with_values, positions) -> PolicyOutput:
-        """For models that post-process their logits: every position's logits, as the head makes them."""
-        _warn_full_logits(self.lm)
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
-                      output_hidden_states=with_values, use_cache=False)
-        keep = positions.float()
+    def packed(self, mb: MicroBatch, wanted: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0,
+               with_values: bool = False, entropy_grad: bool = True, reference: bool = False) -> PolicyOutput:
+        """``forward`` for the episodes of one micro-batch (``lorarl.packing``): ``wanted`` and
+        ``ids`` are [E, T], aligned with its episodes; the outputs too. ``reference``: the
+        reference policy's log p (``reference_context``), no gradient."""
+        source, targets, at = mb.predictions(wanted, ids)
+        inputs = {"input_ids": mb.input_ids, "position_ids": mb.position_ids, "attention_mask": mb.attention_mask}
+        if not reference:
+            return self._predict(self.lm, inputs, source, targets, at, wanted.shape, temperature, with_values,
+                                 entropy_grad)
+        with torch.no_grad(), self.reference_context(mb.input_ids.shape[0]) as (model, kwargs):
+            return self._predict(model, {**inputs, **kwargs}, source, targets, at, wanted.shape, temperature,
+                                 False, False)
+
+    def _predict(self, model, inputs: dict, source, targets, at, shape, temperature, with_values,
+                 entropy_grad) -> PolicyOutput:
+        """One forward of ``model``; log p and entropy of ``targets`` predicted by the hidden
+        states at flat positions ``source``, scattered to ``at`` in a [*shape] output. The
+        vocabulary projection runs only at those positions (``_TokenHead``): with a 150k
+        vocabulary and long prompts, logits for every position would be most of the memory.
+        ``entropy_grad`` False: the entropy is for the log only (no entropy bonus)."""
+        ids = inputs["input_ids"]
+        with _TokenHead(model, source, targets, ids.shape, temperature, entropy_grad) as head:
+            out = model(**inputs, use_cache=False)
+        got = head.result(out.logits)
+        hidden = head.hidden
+        if got is None:  # the model post-processed its logits: every position's, as its head makes them
+            _warn_full_logits(model)
+            out = model(**inputs, use_cache=False, output_hidden_states=with_values)
+            flat = out.logits.reshape(-1, out.logits.shape[-1])[source].float() / temperature
+            logp = torch.log_softmax(flat, -1)
+            got = logp.gather(-1, targets[:, None])[:, 0], -(logp.exp() * logp).sum(-1)
+            hidden = out.hidden_states[-1].reshape(-1, out.hidden_states[-1].shape[-1])[source] if with_values else None
         values = None
-        if with_values:
-            hidden = out.hidden_states[-1][:, :-1]
-            values = shift_to_tokens(self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()) * keep
-        return PolicyOutput(token_logprobs(out.logits, input_ids, temperature) * keep,
-                            token_entropy(out.logits, temperature) * keep, values)
+        if with_values:  # V(x_<t) from the hidden state that predicts token t
+            values = _scatter(self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float(), at, shape)
+        return PolicyOutput(_scatter(got[0], at, shape), _scatter(got[1], at, shape), values)
+
+    @contextlib.contextmanager
+    def reference_context(self, rows: int):
+        """(model, extra forward arguments) of the reference policy: the base model (LoRA: adapter
+        disabled), or, for a warm start from a saved adapter, that adapter as it was loaded
+        (frozen copy)."""
+        if is_lora(self.lm) and REFERENCE_ADAPTER in self.lm.peft_config:
+            yield self.lm, {"adapter_names": [REFERENCE_ADAPTER] * rows}  # PEFT's per-row adapters
+        elif is_lora(self.lm):
+            with self.lm.disable_adapter():
+                yield self.lm, {}
+        elif self.reference is not None:
+            yield self.reference, {}
+        else:
+            raise RuntimeError("full fine-tuning keeps no reference model; construct Policy(keep_reference=True)")
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids, attention_mask, temperature: float = 1.0,
                            positions: torch.Tensor | None = None) -> torch.Tensor:
-        """log p of the reference policy at ``positions`` (as ``forward``): the base model (LoRA:
-        adapter disabled), or, for a warm start from a saved adapter, that adapter as it was
-        loaded (frozen copy)."""
-        kwargs = {}
-        if is_lora(self.lm) and REFERENCE_ADAPTER in self.lm.peft_config:
-            ctx, model = contextlib.nullcontext(), self.lm
-            kwargs = {"adapter_names": [REFERENCE_ADAPTER] * input_ids.shape[0]}  # PEFT's per-row adapters
-        elif is_lora(self.lm):
-            ctx, model = self.lm.disable_adapter(), self.lm
-        elif self.reference is not None:
-            ctx, model = contextlib.nullcontext(), self.reference
-        else:
-            raise RuntimeError("full fine-tuning keeps no reference model; construct Policy(keep_reference=True)")
+        """log p of the reference policy at ``positions`` (as ``forward``)."""
         positions = _default_positions(attention_mask) if positions is None else positions
-        with ctx:
-            with _TokenHead(model, positions, input_ids, temperature) as head:
-                out = model(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask), use_cache=False, **kwargs)
-            got = head.result(out.logits)
-            if got is None:
-                _warn_full_logits(model)
-                out = model(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids_from_mask(attention_mask), use_cache=False, **kwargs)
-                return token_logprobs(out.logits, input_ids, temperature) * positions
-            return got[0]
+        rows, cols = positions.nonzero(as_tuple=True)
+        source = rows * input_ids.shape[1] + cols - 1
+        with self.reference_context(input_ids.shape[0]) as (model, kwargs):
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
+                      "position_ids": position_ids_from_mask(attention_mask), **kwargs}
+            return self._predict(model, inputs, source, input_ids[rows, cols], (rows, cols), input_ids.shape,
+                                 temperature, False, False).logprobs
 
     def _decode(self, input_ids, attention_mask, max_new_tokens, temperature, eos_token_id, pad_token_id,
-                lean: bool) -> Generation:
+                lean: bool, cache=None, keys=None) -> Generation:
         # inference_mode, not no_grad: no version counters or view tracking on the thousands of
         # small tensors decoding makes (what it returns becomes Python lists, never autograd inputs)
         with torch.inference_mode():
             tokens, logprobs, lengths = decode(self.lm, input_ids, attention_mask, max_new_tokens, temperature,
-                                               eos_token_id, pad_token_id, lean)
+                                               eos_token_id, pad_token_id, lean, cache, keys)
         return Generation(tokens.clone(), logprobs.clone(), lengths.clone())
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling, eos_token_id: int,
-                 pad_token_id: int, synced_gpus: bool = False) -> Generation:
+                 pad_token_id: int, synced_gpus: bool = False, cache=None, keys=None) -> Generation:
         """Sample from the full distribution (no top-k/top-p) so recorded logprobs are the
         policy's own: PPO's ratio then starts at exactly 1. ``sampling`` is a SamplingSpec.
         With the dynamic KV cache on one process (or unsharded), a short loop of our own decodes
@@ -143,11 +160,12 @@ class Policy(nn.Module):
         bookkeeping that this case does not need, and for Qwen2 and Llama models each new token
         skips transformers' forward altogether (``sampling.lean_steps``). Static caches,
         compilation and lockstep decoding across sharded ranks (``synced_gpus``) go through
-        transformers' generate."""
+        transformers' generate. ``cache`` (a ``PrefixCache``) and ``keys`` (one episode id per row):
+        prefixes computed before are reused, on the lean path (``lorarl.decoding``)."""
         greedy, temperature = sampling.greedy, sampling.temperature
         if sampling.cache == "dynamic" and not synced_gpus:
             return self._decode(input_ids, attention_mask, sampling.max_new_tokens, None if greedy else temperature,
-                                eos_token_id, pad_token_id, sampling.lean_steps)
+                                eos_token_id, pad_token_id, sampling.lean_steps, cache, keys)
         extra = {}
         if sampling.cache == "static":
             # Fewer distinct shapes, fewer recompilations: pad the prompt width to a multiple of 64.
@@ -191,24 +209,22 @@ KEEP_ELEMENTS = 1 << 22  # up to 16 MB of logits (fp32) are kept for backward ra
 
 class _TokenHead(nn.Module):
     """Stands in for a causal LM's output head during one forward pass. Given the final hidden
-    states it projects only the positions that predict the wanted tokens, a chunk at a time, and
-    keeps log p of each wanted token and the entropy of its distribution; with gradients on, each
-    chunk is recomputed in backward instead of kept (``torch.utils.checkpoint``), so no full
-    [positions, vocabulary] tensor lives through the backward pass. It runs inside the model's
-    forward, where sharded strategies have the head's weights whole.
+    states it projects only the positions ``source`` (flat indices into [rows * width]) that
+    predict the wanted tokens, a chunk at a time, and keeps log p of each wanted token and the
+    entropy of its distribution; with gradients on, each chunk is recomputed in backward instead
+    of kept (``torch.utils.checkpoint``), so no full [positions, vocabulary] tensor lives through
+    the backward pass. It runs inside the model's forward, where sharded strategies have the
+    head's weights whole.
 
     The model's forward then returns this head's small stand-in tensor as "logits"; a model that
-    post-processes logits (soft-capping, scaling) would change it, which ``result`` detects: it
-    then falls back to full logits for that forward (correct, without the memory saving)."""
+    post-processes logits (soft-capping, scaling) would change it, which ``result`` detects: the
+    caller then falls back to full logits for that forward (correct, without the memory saving)."""
 
-    def __init__(self, model: nn.Module, positions: torch.Tensor, input_ids: torch.Tensor, temperature: float,
+    def __init__(self, model: nn.Module, source: torch.Tensor, targets: torch.Tensor, shape, temperature: float,
                  entropy_grad: bool = True):
         super().__init__()
         self.temperature, self.entropy_grad = temperature, entropy_grad
-        predict = torch.zeros_like(positions)
-        predict[:, :-1] = positions[:, 1:]  # the logits at t - 1 predict token t
-        self.rows, self.cols = predict.nonzero(as_tuple=True)
-        self.shape, self.targets = input_ids.shape, input_ids[self.rows, self.cols + 1]
+        self.source, self.targets, self.shape = source, targets, tuple(shape)
         base = model.get_base_model() if is_lora(model) else model
         owner, head = _head_owner(base)
         # Plain attributes, not submodules: this object sits inside the model while it stands in,
@@ -227,9 +243,9 @@ class _TokenHead(nn.Module):
         parent._modules[name] = self.head
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.shape[:2] != self.shape:  # not the forward we stand in for (e.g. a slice of positions)
+        if tuple(hidden.shape[:2]) != self.shape:  # not the forward we stand in for (e.g. a slice of positions)
             return self.head(hidden)
-        self.hidden = hidden[self.rows, self.cols]  # [N, H]
+        self.hidden = hidden.reshape(-1, hidden.shape[-1])[self.source]  # [N, H]
         n, vocab = self.hidden.shape[0], self.head.out_features
         step = max(1, CHUNK_ELEMENTS // vocab)
         # Recompute in backward only where keeping the logits would cost memory worth saving.
@@ -249,18 +265,17 @@ class _TokenHead(nn.Module):
             entropy = -(logp.exp() * logp).sum(-1)
         return logp.gather(-1, y[:, None]).squeeze(-1), entropy
 
-    def scatter(self, per_token: torch.Tensor) -> torch.Tensor:
-        """[N] values of the wanted tokens -> [B, T], aligned with input_ids, zero elsewhere."""
-        out = per_token.new_zeros(self.shape)
-        return out.index_put((self.rows, self.cols + 1), per_token)
-
     def result(self, returned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(log p, entropy) as [B, T]; None when the model did not return this head's output as
-        it was (it post-processes logits): the caller must then use full logits."""
+        """(log p [N], entropy [N]); None when the model did not return this head's output as it
+        was (it post-processes logits): the caller must then use full logits."""
         if self.out is None or returned is not self.out:
             return None
-        logp, ent = self.out[0].unbind(-1)
-        return self.scatter(logp), self.scatter(ent)
+        return self.out[0, :, 0], self.out[0, :, 1]
+
+
+def _scatter(per_token: torch.Tensor, at: tuple[torch.Tensor, torch.Tensor], shape) -> torch.Tensor:
+    """[N] values -> [*shape] with them at ``at`` (rows, columns), zero elsewhere."""
+    return per_token.new_zeros(tuple(shape)).index_put(at, per_token)
 
 
 def _default_positions(attention_mask: torch.Tensor) -> torch.Tensor:

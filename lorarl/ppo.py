@@ -18,7 +18,6 @@ over the whole minibatch; an optional KL penalty to the base model (the adapter 
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -29,11 +28,9 @@ import torch
 from lorarl import advantages as A
 from lorarl import losses
 from lorarl.ops import masked_mean, masked_whiten
+from lorarl.packing import CostModel, MicroBatch, filler, micro_batches
 from lorarl.specs import PPOSpec
 from lorarl.types import RolloutBatch
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Targets:
@@ -110,88 +107,90 @@ def has_dropout(model: torch.nn.Module) -> bool:
     return found
 
 
-STRAY_SHARE = 0.005  # tokens over the tolerance that are read as rounding: one in 200 (at least one)
-STRAY_CEILING = 10.0  # ... and only while within this many times the tolerance
+@dataclass
+class Batching:
+    """How the training forwards split their episodes (``lorarl.packing``)."""
 
+    budget: int  # tokens per forward/backward, padding included
+    cost: CostModel
+    pad_id: int
+    share_prefixes: bool = True
+    # Sharded strategies run a collective in every forward (FSDP2) or backward (DDP): every rank
+    # must run as many micro-batches as the busiest one. Returns the maximum over ranks.
+    max_over_ranks: Callable[[int], int] = lambda n: n
 
-def check_logprobs(recomputed: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor, tolerance: float) -> float:
-    """The largest deviation of the training forward's logprobs from sampling's. Raises when
-    generation and training see different weights or inputs: more action tokens over
-    ``tolerance`` than a stray one in 200, or any token over ``STRAY_CEILING`` times it. A
-    stray token a little over is float rounding that a near-tie amplified (in fp32 about one
-    iteration in a few hundred on the tiny model: one token at 2e-3 while the rest stay under
-    2e-5); it is logged, not fatal. The error says where, since one far-off token and a whole
-    episode off tell different stories."""
-    if not mask.any():
-        return 0.0
-    gap = (recomputed - sampled).abs() * mask
-    deviation, over = float(gap.max()), int((gap > tolerance).sum())
-    if not over:
-        return deviation
-    row, col = divmod(int(gap.argmax()), gap.shape[1])
-    where = (f"largest at row {row}, token {col}: sampled {float(sampled[row, col]):.4f}, recomputed "
-             f"{float(recomputed[row, col]):.4f}; {over} of {int(mask.sum())} action tokens over")
-    if over > max(1, int(STRAY_SHARE * int(mask.sum()))) or deviation > STRAY_CEILING * tolerance:
-        raise RuntimeError(
-            f"policy logprobs recomputed before the update differ from sampling-time logprobs by "
-            f"{deviation:.3g} > logprob_tolerance={tolerance}: generation and training see different "
-            f"weights or inputs ({where})")
-    log.warning("logprob check: a stray token off by %.3g > logprob_tolerance=%g (%s): float rounding, "
-                "not a weight or input mismatch; training goes on", deviation, tolerance, where)
-    return deviation
+    def split(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> list[MicroBatch | None]:
+        """Micro-batches of these episodes, padded with None (a no-op forward) to the ranks' maximum."""
+        mbs = micro_batches(ids, attention_mask, self.budget, self.cost, self.pad_id, self.share_prefixes)
+        return [*mbs, *[None] * (self.max_over_ranks(len(mbs)) - len(mbs))]
 
 
 @torch.no_grad()
 def prepare(policy, batch: RolloutBatch, spec: PPOSpec, state: AdvantageState, temperature: float,
-            tolerance: float, mean_over_ranks: MeanOverRanks = lambda x: x) -> tuple[Targets, dict[str, float]]:
-    """One forward over the batch, in a fixed order, at its action tokens only: the old logprobs
-    the update's ratio is taken against, the critic's values, and, for free, the check that they
-    reproduce sampling's logprobs (``one_pass``: the update's own forward does all that). The
-    reference (base model) forward runs only where the loss needs it (kl_coef > 0); otherwise
-    the logged KL is measured on the first ``kl_metric_episodes`` episodes. Then advantages."""
+            batching: Batching, check=None, mean_over_ranks: MeanOverRanks = lambda x: x
+            ) -> tuple[Targets, dict[str, float]]:
+    """Forwards over the batch, in micro-batches, at its action tokens only: the old logprobs the
+    update's ratio is taken against, the critic's values, and, for free, the logprob ``check``
+    (``one_pass``: the update's own forward does all that). The reference (base model) forward
+    runs only where the loss needs it (kl_coef > 0); otherwise the logged KL is measured on the
+    first ``kl_metric_episodes`` episodes. Then advantages."""
     critic, mask, single = spec.uses_critic, batch.action_mask, one_pass(spec, len(batch), policy)
-    logp, values, ref = [], [], []
-    for idx in torch.arange(len(batch), device=batch.input_ids.device).split(spec.minibatch_size):
-        ids, attn, act = batch.input_ids[idx], batch.attention_mask[idx], mask[idx]
-        if not single:
-            out = policy(ids, attn, temperature, critic, positions=act)
-            logp.append(out.logprobs)
-            values.append(out.values if critic else torch.zeros_like(out.logprobs))
-        if spec.kl_coef > 0:
-            ref.append(policy.reference_logprobs(ids, attn, temperature, positions=act))
-    stats = {}
+    stats: dict[str, float] = {}
+    logp = values = ref = None
+    if not single or spec.kl_coef > 0:
+        logp, values, ref = _forwards(policy, batch, batching, temperature, critic, not single, spec.kl_coef > 0)
     if single:
         logp, values = None, torch.zeros_like(batch.old_logprobs)
     else:
-        logp, values = torch.cat(logp), torch.cat(values)
-        stats["check/logprob_max_abs_dev"] = check_logprobs(logp, batch.old_logprobs, mask, tolerance)
+        values = values if critic else torch.zeros_like(logp)
+        stats.update(check(logp, batch.old_logprobs, mask) if check else {})
     adv, returns = ESTIMATORS[spec.advantage](batch, values, spec, state, mean_over_ranks)
     stats["train/advantage_mean"] = float(masked_mean(adv, mask))
     policy_logp = batch.old_logprobs if logp is None else logp  # equal within the checked tolerance
     kl_key = f"rollout/kl_to_base_{spec.kl_estimator}"
-    ref = torch.cat(ref) if ref else None
     if ref is not None:
         stats[kl_key] = float(masked_mean(losses.kl_divergence(policy_logp, ref, spec.kl_estimator), mask))
     elif spec.kl_metric_episodes and policy.has_reference:
-        k = min(spec.kl_metric_episodes, len(batch))
-        ids, attn, act = batch.input_ids[:k], batch.attention_mask[:k], mask[:k]
-        sample_ref = policy.reference_logprobs(ids, attn, temperature, positions=act)
-        stats[kl_key] = float(masked_mean(losses.kl_divergence(policy_logp[:k], sample_ref, spec.kl_estimator), act))
+        k = torch.arange(min(spec.kl_metric_episodes, len(batch)), device=mask.device)
+        sample = batch.select(k)
+        _, _, sample_ref = _forwards(policy, sample, batching, temperature, False, False, True)
+        stats[kl_key] = float(masked_mean(losses.kl_divergence(policy_logp[k, :sample_ref.shape[1]], sample_ref,
+                                                               spec.kl_estimator), sample.action_mask))
     if critic:
         stats["train/explained_variance"] = float(losses.explained_variance(values, returns, mask))
     return Targets(adv, returns, values, policy_logp if ref is None else ref, logp), stats
 
 
-def minibatch_loss(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temperature: float, tolerance: float = float("inf")):
-    """Clipped surrogate + entropy bonus (+ KL to base) (+ value loss); (loss, stats). Without old
-    logprobs in ``t`` (``one_pass``) this forward's own are the old ones, checked first."""
-    mask = mb.action_mask
-    out = policy(mb.input_ids, mb.attention_mask, temperature, spec.uses_critic, positions=mask,
-                 entropy_grad=spec.entropy_coef != 0)
-    old, checked = t.logprobs, {}
-    if old is None:
-        old = out.logprobs.detach()
-        checked = {"check/logprob_max_abs_dev": check_logprobs(old, mb.old_logprobs, mask, tolerance)}
+def _forwards(policy, batch: RolloutBatch, batching: Batching, temperature: float, critic: bool, own: bool,
+              reference: bool):
+    """(policy log p, values, reference log p) at the batch's action tokens, each [B, T] or None."""
+    ids, mask = batch.input_ids, batch.action_mask
+    logp = torch.zeros_like(batch.old_logprobs) if own else None
+    values = torch.zeros_like(batch.old_logprobs) if own and critic else None
+    ref = torch.zeros_like(batch.old_logprobs) if reference else None
+    for mb in batching.split(ids, batch.attention_mask):
+        rows = mb.episodes if mb is not None else None
+        mb, wanted = (mb, mask[rows]) if mb is not None else filler(ids)
+        sub_ids = ids[rows] if rows is not None else mb.input_ids
+        if own:
+            out = policy.packed(mb, wanted, sub_ids, temperature, critic, entropy_grad=False)
+            if rows is not None:
+                logp[rows] = out.logprobs
+                if critic:
+                    values[rows] = out.values
+        if reference:
+            out = policy.packed(mb, wanted, sub_ids, temperature, reference=True)
+            if rows is not None:
+                ref[rows] = out.logprobs
+    return logp, values, ref
+
+
+def micro_loss(policy, mb: MicroBatch, ids: torch.Tensor, mask: torch.Tensor, t: Targets, spec: PPOSpec,
+               temperature: float):
+    """Clipped surrogate + entropy bonus (+ KL to base) (+ value loss) over the episodes of one
+    micro-batch (``ids``, ``mask``, ``t``: their rows), as token means: (loss, stats, log p)."""
+    out = policy.packed(mb, mask, ids, temperature, spec.uses_critic, entropy_grad=spec.entropy_coef != 0)
+    old = t.logprobs if t.logprobs is not None else out.logprobs.detach()
     loss, st = losses.clipped_policy_loss(out.logprobs, old, t.advantages, mask, spec.clip_eps, spec.dual_clip)
     ent_loss, est = losses.entropy_bonus(out.entropy, mask)
     total = loss + spec.entropy_coef * ent_loss if spec.entropy_coef else loss
@@ -206,22 +205,57 @@ def minibatch_loss(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temperat
         total = total + spec.value_coef * vl
         stats.update({"train/value_loss": vl.detach(), "train/value_mean": vst["value_mean"]})
     stats["train/loss"] = total.detach()
-    return total, {**stats, **checked}
+    return total, stats, out.logprobs.detach()
 
 
-def update(policy, batch: RolloutBatch, targets: Targets, spec: PPOSpec, temperature: float,
-           step: Callable[[torch.Tensor], dict[str, float]], tolerance: float = float("inf")) -> tuple[dict[str, float], int]:
-    """``ppo_epochs`` shuffled passes of minibatch updates. ``step(loss)`` runs backward, clipping
-    and the optimizer; it returns stats of its own (the gradient norm). Returns (mean stats,
-    tokens processed)."""
+def minibatch_update(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temperature: float, batching: Batching,
+                     backward: Callable[[torch.Tensor, bool], None], check=None) -> dict[str, float]:
+    """One optimizer step's gradients: the minibatch's loss (token means over all its action
+    tokens) as a sum over micro-batches, each weighted by its share of the action tokens and
+    backpropagated at once (its activations freed before the next). The gradient is the one big
+    forward's, whatever the split. Without old logprobs in ``t`` (``one_pass``) the micro-batches'
+    own are the old ones: they are checked (``check``) before the step. Returns token-weighted stats."""
+    total = max(mb.num_action_tokens, 1)
+    sums: Counter = Counter()
+    own = torch.zeros_like(mb.old_logprobs) if t.logprobs is None else None
+    micros = batching.split(mb.input_ids, mb.attention_mask)
+    for k, micro in enumerate(micros):
+        last = k == len(micros) - 1
+        if micro is None:  # another rank has more micro-batches: a forward and backward that change nothing
+            pad_mb, wanted = filler(mb.input_ids)
+            out = policy.packed(pad_mb, wanted, pad_mb.input_ids, temperature, spec.uses_critic)
+            zero = out.logprobs.sum() * 0.0 + (out.values.sum() * 0.0 if out.values is not None else 0.0)
+            backward(zero, last)
+            continue
+        rows = micro.episodes
+        mask = mb.action_mask[rows]
+        loss, stats, logp = micro_loss(policy, micro, mb.input_ids[rows], mask, t.rows(rows, mb.input_ids.shape[1]),
+                                       spec, temperature)
+        weight = int(mask.sum()) / total
+        backward(loss * weight, last)
+        sums.update({k: float(v) * weight for k, v in stats.items()})
+        if own is not None:
+            own[rows] = logp
+    if own is not None and check:
+        sums.update(check(own, mb.old_logprobs, mb.action_mask))
+    return dict(sums)
+
+
+def update(policy, batch: RolloutBatch, targets: Targets, spec: PPOSpec, temperature: float, batching: Batching,
+           backward: Callable[[torch.Tensor, bool], None], step: Callable[[], dict[str, float]],
+           check=None) -> tuple[dict[str, float], int]:
+    """``ppo_epochs`` shuffled passes of minibatch updates. ``backward(loss, last)`` backpropagates
+    a micro-batch (``last``: the minibatch's last); ``step()`` clips and steps the optimizer and returns stats of its own (the
+    gradient norm). Returns (mean stats, tokens processed)."""
     sums: Counter = Counter()
     steps = tokens = 0
     for _ in range(spec.ppo_epochs):
         perm = torch.randperm(len(batch), device=batch.input_ids.device)
         for idx in perm.split(spec.minibatch_size):
             mb = batch.select(idx)
-            loss, stats = minibatch_loss(policy, mb, targets.rows(idx, mb.input_ids.shape[1]), spec, temperature, tolerance)
-            stats.update(step(loss))
+            stats = minibatch_update(policy, mb, targets.rows(idx, mb.input_ids.shape[1]), spec, temperature,
+                                     batching, backward, check)
+            stats.update(step())
             sums.update({k: float(v) for k, v in stats.items()})
             steps += 1
             tokens += int(mb.attention_mask.sum())

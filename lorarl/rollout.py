@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 
 from lorarl.policy import Policy
+from lorarl.prefix_cache import PrefixCache
 from lorarl.rewards import RewardTable
 from lorarl.specs import SamplingSpec
 from lorarl.types import RolloutBatch
@@ -44,6 +45,8 @@ class Episode:
     done: bool = False
     started: float = 0.0  # time.monotonic() at reset
     duration_s: float = 0.0  # wall-clock time from reset to the end
+    env_s: float = 0.0  # time spent inside the env's own reset and steps (the episode's time budget counts this)
+    env_call_since: float | None = None  # time.monotonic() when the env call now running began
     prompt_turns: int = 1  # messages[:prompt_turns] are the env's prompt (earlier turns + first observation)
     verdict: dict = field(default_factory=dict)  # the env's last observation, and reference/error/judge_error
 
@@ -140,9 +143,11 @@ class RolloutCollector:
     reproducible whatever the machine's load. ``straggler_timeout_s`` (opt-in) instead waits at
     most that long, then generates for the episodes whose observation has arrived: a slow env
     delays only its own episode, but which episodes share a batch then depends on timing, and so
-    do the sampled tokens. An episode past ``episode_timeout_s`` of wall-clock time ends
-    ``task_limit_reached`` (with a warning: that too depends on timing). Tokenizing stays on the
-    calling thread.
+    do the sampled tokens. An episode's limits are the env's (rounds) and the context's (tokens);
+    ``episode_timeout_s`` bounds only the time spent inside the env's own reset and steps (a
+    command or query that hangs), never the policy's generation or other episodes' turns, so a
+    slow model or a busy machine does not change an outcome. An episode past it ends
+    ``task_limit_reached``, with a warning. Tokenizing stays on the calling thread.
     """
 
     def __init__(self, envs: Sequence, tokenizer, sampling: SamplingSpec, rewards: RewardTable,
@@ -157,6 +162,7 @@ class RolloutCollector:
         self.pool = ThreadPoolExecutor(max_workers=step_workers or max(1, len(self.envs)),
                                        thread_name_prefix="env-step")
         self.timing = {"generate_s": 0.0, "env_wait_s": 0.0}  # of the last collect(): where its time went
+        self.prefill: dict[str, float] = {}  # of the last collect() (or evaluation): prompt tokens computed and reused
 
     def close(self, close_envs: bool = True) -> None:
         """Stop the stepping threads and close the envs (their SQLite workers, sandboxes and
@@ -182,20 +188,26 @@ class RolloutCollector:
         synced_gpus: bool = False,
         any_rank_active: Callable[[bool], bool] = bool,
         reset_options: Sequence[dict | None] | None = None,
+        prefix_cache: PrefixCache | None = None,
     ) -> list[Episode]:
         """One episode per seed, on the first len(seeds) envs. Under sharded strategies every rank
         must join every generate(): ``any_rank_active`` (an all-reduce) keeps a rank with nothing
         to generate stepping with a dummy row until all ranks are done. ``reset_options`` (e.g.
-        ``{"task_index": i}``) lets an evaluation walk a task file in order instead of seeding."""
+        ``{"task_index": i}``) lets an evaluation walk a task file in order instead of seeding.
+        ``prefix_cache``: keys and values computed before, reused (an evaluation passes one for all
+        its batches); by default one for this call, of ``sampling.prefix_cache_mb``."""
         if len(seeds) != len(group_ids) or len(seeds) > len(self.envs):
             raise ValueError(f"{len(seeds)} seeds and {len(group_ids)} groups for {len(self.envs)} envs")
         options = reset_options or [None] * len(seeds)
         episodes = [Episode(group_id=g, seed=s) for s, g in zip(seeds, group_ids)]
-        pending = {self.pool.submit(self._reset, self.envs[i], s, o): i for i, (s, o) in enumerate(zip(seeds, options))}
+        pending = {self.pool.submit(_timed, episodes[i], self._reset, self.envs[i], s, o): i
+                   for i, (s, o) in enumerate(zip(seeds, options))}
         ready: list[int] = []
         device = next(policy.parameters()).device
         abandoned = []  # steps of episodes ended by their time budget: their envs are busy until these return
         self.timing = {"generate_s": 0.0, "env_wait_s": 0.0}
+        cache = prefix_cache if prefix_cache is not None else self.new_prefix_cache()
+        counted = cache.stats() if cache else {}
         while any_rank_active(any(not e.done for e in episodes)):
             if pending:
                 waited = time.perf_counter()
@@ -203,7 +215,8 @@ class RolloutCollector:
                 self.timing["env_wait_s"] += time.perf_counter() - waited
                 for future, i in [(f, i) for f, i in pending.items() if not f.done()]:
                     if self._out_of_time(episodes[i]):
-                        abandoned.append(pending.pop(future))
+                        pending.pop(future)
+                        abandoned.append(future)
             for future, i in sorted([(f, i) for f, i in pending.items() if f.done()], key=lambda fi: fi[1]):
                 del pending[future]
                 if self._absorb(episodes[i], future):
@@ -214,22 +227,30 @@ class RolloutCollector:
             rows = [episodes[i].token_ids for i in ready] or [[self.tok.eos_token_id]]
             ids, mask = _left_pad(rows, self.tok.pad_token_id, device)
             started = time.perf_counter()
-            gen = policy.generate(ids, mask, self.sampling, self.tok.eos_token_id, self.tok.pad_token_id, synced_gpus)
+            gen = policy.generate(ids, mask, self.sampling, self.tok.eos_token_id, self.tok.pad_token_id, synced_gpus,
+                                  cache, [id(episodes[i]) for i in ready] if ready else None)
             self.timing["generate_s"] += time.perf_counter() - started
             for row, i in enumerate(ready):
                 n = int(gen.lengths[row])
                 reply = self._act(episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())
-                pending[self.pool.submit(self.envs[i].step, reply)] = i
+                pending[self.pool.submit(_timed, episodes[i], self.envs[i].step, reply)] = i
             ready = []
         wait([*pending, *abandoned])  # an episode ended by its time budget still owns its env until the step returns
+        if cache is not None:
+            cache.end_batch()
+            self.prefill = {k: v - counted.get(k, 0.0) for k, v in cache.stats().items() if k != "prefill_reused_share"}
         return episodes
+
+    def new_prefix_cache(self) -> PrefixCache | None:
+        """A prefix cache of ``sampling.prefix_cache_mb`` (None when that is 0)."""
+        mb = self.sampling.prefix_cache_mb
+        return PrefixCache(mb << 20) if mb else None
 
     def _wait(self, pending: dict, episodes: list["Episode"], can_generate: bool) -> None:
         """Wait for the env steps in flight: all of them (reproducible), up to the first episode's
         time budget; or, with a straggler timeout, up to it, then for at least one."""
         if self.straggler_timeout_s is None:
-            now = time.monotonic()
-            left = [episodes[i].started + self.episode_timeout_s - now for i in pending.values() if episodes[i].started]
+            left = [self.episode_timeout_s - _env_time(episodes[i]) for i in pending.values()]
             wait(pending, timeout=_finite(max(0.0, min(left, default=self.episode_timeout_s))))
             return
         wait(pending, timeout=_finite(self.straggler_timeout_s))
@@ -245,11 +266,13 @@ class RolloutCollector:
         if ep.done:
             return False  # ended by its time budget while this step ran
         try:
-            result = future.result()
-        except Exception as e:  # noqa: BLE001  a broken env must not stop the batch
+            return self._take(ep, future.result())
+        except Exception as e:  # noqa: BLE001  a broken env (or a result it cannot frame) must not stop the batch
             log.warning("env failed in episode seed=%s: %s: %s", ep.seed, type(e).__name__, e)
             self._finish(ep, "env_error")
             return False
+
+    def _take(self, ep: Episode, result) -> bool:
         if isinstance(result, _Reset):
             return self._start(ep, result.obs, result.info)
         obs, reward, terminated, truncated, info = result
@@ -268,7 +291,6 @@ class RolloutCollector:
         return True
 
     def _start(self, ep: Episode, obs: str, info: dict) -> bool:
-        ep.started = time.monotonic()
         ep.task_type = str(info.get("task_type", "default"))
         history = list(info.get("history") or [])
         prompt = self.framer.first(obs, history)
@@ -294,11 +316,11 @@ class RolloutCollector:
         return reply
 
     def _out_of_time(self, ep: Episode) -> bool:
-        if ep.done or not ep.started or time.monotonic() - ep.started <= self.episode_timeout_s:
+        if ep.done or _env_time(ep) <= self.episode_timeout_s:
             return False
-        log.warning("episode seed=%s ran past env.episode_timeout_s=%gs and ends task_limit_reached: "
-                    "this depends on the machine's speed, so this run is not exactly reproducible", ep.seed,
-                    self.episode_timeout_s)
+        log.warning("episode seed=%s: its env spent more than env.episode_timeout_s=%gs in its own reset and steps "
+                    "(a command or query that hangs; the policy's time is not counted); it ends task_limit_reached",
+                    ep.seed, self.episode_timeout_s)
         self._finish(ep, "task_limit_reached")
         return True
 
@@ -306,6 +328,25 @@ class RolloutCollector:
         ep.outcome, ep.done = outcome, True
         ep.duration_s = time.monotonic() - ep.started if ep.started else 0.0
         ep.reward = self.rewards(outcome, ep.env_return)
+
+
+def _timed(ep: Episode, call, *args):
+    """Run an env call on a stepping thread, adding its duration to the episode's env time."""
+    start = time.monotonic()
+    if not ep.started:
+        ep.started = start
+    ep.env_call_since = start
+    try:
+        return call(*args)
+    finally:
+        ep.env_s += time.monotonic() - start
+        ep.env_call_since = None
+
+
+def _env_time(ep: Episode) -> float:
+    """The episode's env time so far, the call now running included."""
+    since = ep.env_call_since
+    return ep.env_s + (time.monotonic() - since if since is not None else 0.0)
 
 
 def episodes_to_batch(episodes: Sequence[Episode], pad_id: int) -> RolloutBatch:

@@ -81,6 +81,8 @@ class TrainerConfig:
     eval_samples: int
     eval_seed: int
     progress_bar: bool
+    micro_batch_tokens: int  # tokens per training forward/backward, padding included (lorarl.packing)
+    share_prefixes: bool  # episodes that share a prefix compute it once in the training forwards
 
 
 @dataclass
@@ -218,6 +220,14 @@ def validate(c: TrainConfig) -> None:
           "algorithm.kl_coef", c.algorithm.kl_coef, "full fine-tuning with KL under DeepSpeed is not supported; use LoRA")
     n, g = c.algorithm.envs_per_rank, c.algorithm.group_size
     _need(n >= 1 and n % g == 0, "algorithm.envs_per_rank", n, f"must be a positive multiple of algorithm.group_size={g}")
+    budget = c.trainer.micro_batch_tokens
+    if c.stage != "sft":
+        _need(budget >= c.algorithm.sampling.max_context_tokens, "trainer.micro_batch_tokens", budget,
+              f"must be >= algorithm.sampling.max_context_tokens={c.algorithm.sampling.max_context_tokens} "
+              "(an episode is never split)")
+    if c.stage != "rl":
+        _need(budget >= c.sft.max_tokens, "trainer.micro_batch_tokens", budget,
+              f"must be >= sft.max_tokens={c.sft.max_tokens} (a transcript is never split)")
     if not c.model.path:
         s = c.algorithm.sampling
         _need(s.max_context_tokens <= c.model.tiny.max_positions, "algorithm.sampling.max_context_tokens",
@@ -266,6 +276,7 @@ def validate_algorithm(alg: AlgorithmConfig) -> None:
 
 def validate_sampling(prefix: str, s: SamplingSpec) -> None:
     _positive(prefix, s, "max_new_tokens", "temperature")
+    _positive(prefix, s, "prefix_cache_mb", zero_ok=True)
     _choice(f"{prefix}.cache", s.cache, ("dynamic", "static"))
     _need(not s.compile or s.cache == "static", f"{prefix}.compile", s.compile, f"needs {prefix}.cache=static")
     _need(s.max_context_tokens > s.max_new_tokens + 16, f"{prefix}.max_context_tokens", s.max_context_tokens,
@@ -275,7 +286,7 @@ def validate_sampling(prefix: str, s: SamplingSpec) -> None:
 def validate_trainer(tr: TrainerConfig) -> None:
     _need(isinstance(tr.iterations, int) and tr.iterations >= 1, "trainer.iterations", tr.iterations, "must be >= 1")
     _positive("trainer", tr, "checkpoint_every", "eval_every", "transcripts_every", "transcripts_count", zero_ok=True)
-    _positive("trainer", tr, "eval_samples", "num_nodes")
+    _positive("trainer", tr, "eval_samples", "num_nodes", "micro_batch_tokens")
     _need(isinstance(tr.seed, int) and not isinstance(tr.seed, bool) and 0 <= tr.seed < 2**31, "trainer.seed", tr.seed,
           "must be an integer from 0 to 2**31 - 1")
     _need(tr.threads is None or (isinstance(tr.threads, int) and tr.threads >= 1), "trainer.threads", tr.threads,
@@ -404,6 +415,8 @@ def _not_a_run_dir(path) -> None:
                           f"its newest {stage.upper()} checkpoint is adapter={stages[stage][0]}")
     if (path / ".hydra").is_dir():
         raise ConfigError(f"adapter={path}: this is a training run's directory and it has no checkpoint yet")
+    raise ConfigError(f"adapter={path}: no adapter there (no adapter_config.json); give a checkpoint directory "
+                      "such as runs/<run>/checkpoints/iter_000010")
 
 
 RUN_KEYS = ("env", "reward", "algorithm.sampling.max_new_tokens", "algorithm.sampling.max_context_tokens")

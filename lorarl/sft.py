@@ -19,7 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lorarl.checkpointing import trainable_only
-from lorarl.ops import masked_mean
+from lorarl.packing import CostModel, filler
+from lorarl.ppo import Batching
+from lorarl.sharding import ShardingPlan, max_over_ranks
 from lorarl.rollout import ChatFramer
 
 
@@ -85,13 +87,14 @@ class SFTModule(L.LightningModule):
     """Cross-entropy on assistant tokens. Exposes ``policy``, ``sharding``, ``last_stats`` and
     ``last_episodes`` like ``RLModule``, so the same checkpoint callback saves its adapter."""
 
-    def __init__(self, policy, train: Dataset, val: Dataset, spec: SFTSpec, optim, pad_id: int, sharding=None):
+    def __init__(self, policy, train: Dataset, val: Dataset, spec: SFTSpec, optim, pad_id: int, sharding=None,
+                 micro_batch_tokens: int = 1 << 30, share_prefixes: bool = True):
         super().__init__()
-        from lorarl.sharding import ShardingPlan
-
         self.policy, self.train_set, self.val_set = policy, train, val
         self.spec, self.optim, self.pad_id = spec, optim, pad_id
         self.sharding = sharding or ShardingPlan()
+        self.batching = Batching(micro_batch_tokens, CostModel.of(policy.lm), pad_id, share_prefixes, self._max_over_ranks)
+        self.automatic_optimization = False  # one optimizer step per batch, over several micro-batches
         self.strict_loading = False
         self.last_stats: dict[str, float] = {}
         self.last_episodes: list = []
@@ -112,29 +115,57 @@ class SFTModule(L.LightningModule):
     def val_dataloader(self):
         return DataLoader(self.val_set, batch_size=self.spec.batch_size, collate_fn=collate(self.pad_id))
 
-    def _loss(self, batch) -> torch.Tensor:
+    def _loss(self, batch, backward=None) -> torch.Tensor:
+        """Mean cross-entropy over the batch's assistant tokens, a micro-batch at a time;
+        ``backward(loss, last)`` runs on each micro-batch's share as soon as it is computed."""
         ids, attn, loss_mask = batch
-        logp = self.policy(ids, attn).logprobs  # log p(x_t | x_<t); t = 0 never counts (no prediction)
-        return -masked_mean(logp, loss_mask)
+        loss_mask = loss_mask.clone()
+        loss_mask[:, 0] = False  # t = 0 has no prediction
+        total = max(int(loss_mask.sum()), 1)
+        micros = self.batching.split(ids, attn)
+        loss = torch.zeros((), device=ids.device)
+        for k, mb in enumerate(micros):
+            if mb is None:  # another rank has more micro-batches: a forward (and backward) that changes nothing
+                mb, wanted = filler(ids)
+                part = self.policy.packed(mb, wanted, mb.input_ids).logprobs.sum() * 0.0
+            else:
+                wanted = loss_mask[mb.episodes]
+                part = -self.policy.packed(mb, wanted, ids[mb.episodes]).logprobs.sum() / total
+            if backward is not None:
+                backward(part, k == len(micros) - 1)
+            loss = loss + part.detach()
+        return loss
+
+    def _backward(self, loss: torch.Tensor, last: bool) -> None:
+        self.sharding.before_backward(self, last)
+        self.manual_backward(loss)
+
+    def _max_over_ranks(self, n: int) -> int:
+        return max_over_ranks(n, self.device)
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch)
+        opt = self.optimizers()
+        loss = self._loss(batch, self._backward)
+        norm = self.sharding.clip_grad_norm(self.policy, self.optim.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         self._tokens += int(batch[2].sum())
         rate = self._tokens / max(time.perf_counter() - self._start, 1e-9)
-        self.log_dict({"sft/loss": loss.detach(), "sft/tokens_per_s": rate}, on_step=True, prog_bar=False,
-                      sync_dist=True, batch_size=len(batch[0]))
-        self.last_stats = {"sft/loss": float(loss.detach()), "sft/tokens_per_s": rate, **self._val_stats()}
-        return loss
+        logged = {"sft/loss": loss, "sft/tokens_per_s": rate, **({"sft/grad_norm": norm} if norm is not None else {})}
+        self.log_dict(logged, on_step=True, prog_bar=False, sync_dist=True, batch_size=len(batch[0]))
+        self.last_stats = {"sft/loss": float(loss), "sft/tokens_per_s": rate, **self._val_stats()}
 
     def _val_stats(self) -> dict[str, float]:
         val = self.trainer.callback_metrics.get("sft/val_loss")
         return {"sft/val_loss": float(val)} if val is not None else {}
 
     def validation_step(self, batch, batch_idx):
-        self.log("sft/val_loss", self._loss(batch), on_epoch=True, sync_dist=True, batch_size=len(batch[0]))
+        with torch.no_grad():
+            self.log("sft/val_loss", self._loss(batch), on_epoch=True, sync_dist=True, batch_size=len(batch[0]))
 
     def on_validation_epoch_end(self) -> None:
         self.last_stats.update(self._val_stats())  # before the epoch-end callbacks read it
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = trainable_only(self, checkpoint["state_dict"])
+

@@ -24,6 +24,17 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
     return found
 
 
+def max_over_ranks(n: int, device) -> int:
+    """The largest ``n`` of all ranks (``n`` itself in a single process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return n
+    t = torch.tensor([float(n)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 class ShardingPlan:
     """Single process and DDP (replicated weights; Lightning's DDP syncs every manual backward)."""
 
@@ -41,6 +52,10 @@ class ShardingPlan:
 
     def generation_context(self, policy: nn.Module):
         return contextlib.nullcontext()
+
+    def before_backward(self, module, last: bool) -> None:
+        """Called before each micro-batch's backward; ``last``: the one before the optimizer step.
+        DDP and FSDP2 reduce gradients in every backward, which accumulates correctly."""
 
     def trainable_state_dict(self, policy: nn.Module) -> dict[str, torch.Tensor]:
         """Full (unsharded) trainable tensors on CPU, keyed like ``policy.state_dict()``.
@@ -84,7 +99,9 @@ class DeepSpeedPlan(ShardingPlan):
     """DeepSpeed ZeRO-2/3 under Lightning's DeepSpeedStrategy (CUDA only).
 
     The engine all-reduces/partitions gradients and clips them (``gradient_clipping`` in its
-    config); every minibatch is one engine step, so no accumulation boundary is ever crossed.
+    config); every minibatch is one engine step. Its micro-batches accumulate gradients: ZeRO
+    reduces them only in a backward marked as the accumulation boundary (the last), and without
+    the mark keeps only the last backward's (``before_backward``).
     Under ZeRO-3 parameters are gathered around generation (token-by-token decoding would
     otherwise all-gather every layer for every token) and around saving.
     """
@@ -95,6 +112,9 @@ class DeepSpeedPlan(ShardingPlan):
 
     def apply(self, policy: nn.Module, device_mesh=None) -> None:
         pass  # the engine partitions at setup
+
+    def before_backward(self, module, last: bool) -> None:
+        module.trainer.strategy.deepspeed_engine.set_gradient_accumulation_boundary(last)
 
     def clip_grad_norm(self, policy: nn.Module, max_norm: float | None) -> float | None:
         return None  # the engine clips inside its step (gradient_clipping in its config)

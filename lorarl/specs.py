@@ -103,6 +103,7 @@ class SamplingSpec:
     cache: str  # dynamic | static (KV cache of generation)
     compile: bool  # static cache only: torch.compile the decoding step (CUDA graphs on GPU)
     lean_steps: bool  # dynamic cache, Qwen2/Llama: decode through the model's submodules (lorarl.decoding)
+    prefix_cache_mb: int  # lean steps: memory for reused keys and values of computed prefixes (0: off)
 
 
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")

@@ -63,6 +63,23 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: 
     return DeepSpeedStrategy(config=config), DeepSpeedPlan(stage)
 
 
+LAUNCHER_VARIABLES = (("TORCHELASTIC_RUN_ID",), ("RANK", "WORLD_SIZE"), ("SLURM_NTASKS",), ("NODE_RANK", "MASTER_ADDR"))
+
+
+def check_launcher(num_nodes: int, environ=None) -> None:
+    """Several nodes need a launcher that starts this command on every node and tells each its
+    rank (torchrun, srun; or NODE_RANK and MASTER_ADDR set by hand): without one, rank 0 would
+    wait for nodes that never come."""
+    import os
+
+    env = os.environ if environ is None else environ
+    if num_nodes > 1 and not any(all(v in env for v in names) for names in LAUNCHER_VARIABLES):
+        raise ValueError(f"trainer.num_nodes={num_nodes}: no launcher started this process on each node; run it "
+                         f"under torchrun (torchrun --nnodes {num_nodes} --nproc-per-node N --rdzv-backend c10d "
+                         "--rdzv-endpoint HOST:PORT train.py ...) or SLURM (srun), or set NODE_RANK, MASTER_ADDR "
+                         "and MASTER_PORT on every node")
+
+
 def world_size(devices, num_nodes: int, accelerator: str) -> int:
     """Processes a Trainer with these settings will start, parsed by Lightning's own accelerators
     (raises ValueError, from Lightning, for devices it would refuse)."""

@@ -18,16 +18,27 @@ def _fmt(stats: dict, key: str) -> str:
 
 
 class IterationProgress(L.Callback):
-    def __init__(self, iterations: int, fields: dict[str, str] = RL_FIELDS, unit: str = "iterations"):
-        self.iterations, self.fields, self.unit = iterations, fields, unit
+    """``per_step``: the bar counts optimizer steps (SFT: an epoch of a real model takes minutes)."""
+
+    def __init__(self, iterations: int, fields: dict[str, str] = RL_FIELDS, unit: str = "iterations",
+                 per_step: bool = False):
+        self.iterations, self.fields, self.unit, self.per_step = iterations, fields, unit, per_step
         self.bar = None
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self.bar = tqdm(total=self.iterations, initial=trainer.current_epoch, desc=self.unit, unit="it",
-                            dynamic_ncols=True)
+            done = trainer.global_step if self.per_step else trainer.current_epoch
+            self.bar = tqdm(total=self.iterations, initial=done, desc=self.unit, unit="it", dynamic_ncols=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
+        if self.per_step:
+            self._advance(module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not self.per_step:
+            self._advance(module)
+
+    def _advance(self, module: L.LightningModule) -> None:
         if self.bar is None:
             return
         self.bar.set_postfix({name: _fmt(module.last_stats, key) for name, key in self.fields.items()}, refresh=False)

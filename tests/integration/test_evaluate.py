@@ -45,8 +45,8 @@ def test_dynamic_and_merged_give_identical_greedy_transcripts_and_base_is_compar
         assert set(m) >= {"success_rate", "reward_mean", "turns_mean", "tokens_per_s", "outcome/correct"}  # training's names
         assert any(k.startswith("success_rate/") for k in m)  # per task type
         assert abs(sum(v for k, v in m.items() if k.startswith("outcome/")) - 1) < 1e-6
-        assert all(set(e) == {"task", "seed", "task_type", "outcome", "reward", "turns", "prompt_turns", "transcript"}
-                   for e in report["episodes"])
+        assert all(set(e) == {"task", "seed", "task_type", "outcome", "reward", "turns", "prompt_turns", "transcript",
+                              "verdict"} for e in report["episodes"])
     # the same seeded tasks for every model, compared in pairs, and a page to read them side by side
     assert [e["seed"] for e in a["episodes"]] == [e["seed"] for e in base["episodes"]]
     assert a["paired"]["none"]["test"] == "mcnemar_exact" and 0 <= a["paired"]["none"]["p_value"] <= 1
@@ -110,3 +110,34 @@ def test_error_cases_are_one_clear_line(trained, tmp_path, defaults):
         assert proc.returncode != 0 and lines, (args, proc.stderr[-1500:])
         assert needle in lines[-1] and also in lines[-1], (args, lines)
         assert "Traceback" not in proc.stderr, args
+
+
+def test_an_interrupted_evaluation_keeps_what_finished_and_the_same_command_continues(trained, tmp_path):
+    """Ctrl-C after the first batches leaves a readable partial report; the same command then plays
+    only the episodes left, and the report equals an uninterrupted evaluation's."""
+    import signal
+    import time
+
+    ckpt = trained / "checkpoints/iter_000004"
+    args = [f"adapter={ckpt}", "env=target_word", "env.id=jitter:jitter/TargetWord-v0", "+env.kwargs.max_delay_s=0.4",
+            "num_samples=10", "batch_size=2", "baseline=false", f"model_path={trained / 'base_model'}"]
+    cmd = [sys.executable, str(ROOT / "evaluate.py"), *args, f"report={tmp_path / 'a.json'}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    seen = ""
+    deadline = time.monotonic() + 300
+    while "4/10 episodes" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "run the same command to continue" in err, seen + err
+    partial = json.loads((tmp_path / "a.partial.json").read_text())
+    assert partial["partial"] and 4 <= partial["episodes_done"] < 10 and partial["metrics"]["episodes"] == partial["episodes_done"]
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    assert again.returncode == 0 and "continuing an interrupted evaluation" in again.stderr, again.stderr[-2000:]
+    whole = subprocess.run([*cmd[:-1], f"report={tmp_path / 'b.json'}"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600, env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert [(e["task"], e["transcript"]) for e in a["episodes"]] == [(e["task"], e["transcript"]) for e in b["episodes"]]
+    assert not list(tmp_path.glob("*.partial.*"))  # the progress files go once the report is written

@@ -136,3 +136,50 @@ def test_rollouts_are_reproducible_with_parallel_steps(tiny_tokenizer, tiny_lm, 
         got = _collector(tiny_tokenizer, defaults, delays).collect(policy, [5, 6, 7, 8], [0, 1, 2, 3])
         runs.append([(e.token_ids, e.logprobs) for e in got])
     assert runs[0] == runs[1] == runs[2]
+
+
+class _Broken(gym.Wrapper):
+    """Its step raises, as an env whose worker died would."""
+
+    def step(self, action):
+        raise RuntimeError("worker died")
+
+
+def test_an_env_step_that_outlives_the_budget_ends_its_episode_and_the_batch_goes_on(tiny_tokenizer, tiny_lm, defaults):
+    """The step is still running when the episode's env time runs out: the episode ends
+    task_limit_reached, the batch finishes, and the env is waited for before it is reused."""
+    from lorarl.evaluation import EvalSpec, evaluate_policy
+
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
+    c = _collector(tiny_tokenizer, defaults, [1.5, 0.0, 0.0, 0.0], episode_timeout_s=0.5)
+    episodes = c.collect(policy, [0, 1, 2, 3], [0, 1, 2, 3])
+    assert episodes[0].outcome == "task_limit_reached" and all(e.outcome == "incorrect" for e in episodes[1:])
+    episodes, _ = evaluate_policy(policy, c, EvalSpec(8, seed=10))  # the evaluation path: two batches
+    assert [e.outcome for e in episodes].count("task_limit_reached") == 2 and len(episodes) == 8
+
+
+def test_a_slow_policy_does_not_run_out_of_the_env_time_budget(tiny_tokenizer, tiny_lm, defaults):
+    """The budget counts the env's own time: a policy slower than the whole budget, on a busy
+    machine or a big model, gets the same outcomes as a fast one."""
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
+    fast = _collector(tiny_tokenizer, defaults, [0.0] * 2, episode_timeout_s=0.3)
+    torch.manual_seed(0)
+    expected = [(e.outcome, e.token_ids) for e in fast.collect(policy, [4, 5], [0, 1])]
+    generate = policy.generate
+
+    def slow(*args, **kwargs):
+        time.sleep(0.4)  # longer than the episode's budget, every turn
+        return generate(*args, **kwargs)
+
+    policy.generate = slow
+    torch.manual_seed(0)
+    got = _collector(tiny_tokenizer, defaults, [0.0] * 2, episode_timeout_s=0.3).collect(policy, [4, 5], [0, 1])
+    assert [(e.outcome, e.token_ids) for e in got] == expected and expected[0][0] == "incorrect"
+
+
+def test_an_env_that_raises_ends_only_its_episode_as_env_error(tiny_tokenizer, tiny_lm, defaults):
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
+    envs_ = [_Broken(gym.make("lorarl/TargetWord-v0", words=["zzzz"])), gym.make("lorarl/TargetWord-v0", words=["zzzz"])]
+    c = RolloutCollector(envs_, tiny_tokenizer, replace(defaults.algorithm.sampling, max_new_tokens=3), defaults.reward)
+    broken, fine = c.collect(policy, [0, 1], [0, 1])
+    assert broken.outcome == "env_error" and fine.outcome == "incorrect"

@@ -1,0 +1,94 @@
+"""Keys and values of token prefixes the lean decoder already computed, reused while the weights
+stay the same (``lorarl.decoding``).
+
+Two kinds of entries:
+
+- *episode* entries: everything an episode's last turn computed (its prompt, and its reply but for
+  the last sampled token, which was never fed back). Its next turn starts with exactly those
+  tokens (rollouts are token-in/token-out), so it prefills only what came after: the reply's last
+  token, the end of turn and the new observation. Dropped when the batch of episodes ends.
+- *shared* entries: a prefix that several episodes start with (an env's instructions and
+  one-shot example), computed once and kept across the batches of one evaluation or iteration.
+
+An entry is reused only for a row whose tokens start with the entry's tokens, and only while the
+policy's weights are the ones that computed it: every parameter's storage and version counter
+(bumped by each in-place update, such as an optimizer step) is compared at each use, and any
+change empties the cache. Memory is bounded by ``budget_bytes``: past it, the oldest entries go
+(their rows prefill in full, as without a cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Entry:
+    tokens: tuple[int, ...]
+    keys: list[torch.Tensor]  # per layer [kv heads, len(tokens), head dim] (views into a decode's cache)
+    values: list[torch.Tensor]
+
+    def storages(self) -> dict[int, int]:
+        """{storage address: bytes} of the tensors this entry keeps alive (a view keeps its whole cache)."""
+        return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in (*self.keys, *self.values)}
+
+
+class PrefixCache:
+    def __init__(self, budget_bytes: int, min_shared: int = 32):
+        self.budget_bytes, self.min_shared = budget_bytes, min_shared
+        self.episodes: dict[object, Entry] = {}
+        self.shared: list[Entry] = []
+        self.fingerprint: tuple | None = None
+        self.computed = self.reused = 0  # prompt tokens prefilled, and taken from the cache instead
+
+    def sync(self, model: torch.nn.Module) -> None:
+        """Forget everything if any weight changed since the entries were computed."""
+        now = tuple((p.data_ptr(), p._version) for p in model.parameters())
+        if now != self.fingerprint:
+            self.episodes.clear()
+            self.shared.clear()
+            self.fingerprint = now
+
+    def best(self, key, tokens: list[int]) -> tuple[Entry | None, int]:
+        """The longest entry that ``tokens`` start with (leaving at least one token to compute):
+        this episode's own, or a shared one; (entry, its length)."""
+        found = [e for e in [self.episodes.get(key), *self.shared]
+                 if e is not None and len(e.tokens) < len(tokens) and tuple(tokens[: len(e.tokens)]) == e.tokens]
+        entry = max(found, key=lambda e: len(e.tokens), default=None)
+        return entry, (len(entry.tokens) if entry else 0)
+
+    def put_episode(self, key, entry: Entry) -> None:
+        self.episodes.pop(key, None)
+        self.episodes[key] = entry  # newest last: eviction takes the oldest
+        self._fit()
+
+    def put_shared(self, entry: Entry) -> None:
+        self.shared.append(entry)
+        self._fit()
+
+    def end_batch(self) -> None:
+        """The batch's episodes are over: their entries go; shared prefixes stay."""
+        self.episodes.clear()
+
+    def stats(self) -> dict[str, float]:
+        total = self.computed + self.reused
+        return {"prefill_tokens_computed": float(self.computed), "prefill_tokens_reused": float(self.reused),
+                "prefill_reused_share": self.reused / total if total else 0.0}
+
+    def nbytes(self) -> int:
+        """Memory the entries keep alive (each storage once)."""
+        alive: dict[int, int] = {}
+        for e in [*self.episodes.values(), *self.shared]:
+            alive.update(e.storages())
+        return sum(alive.values())
+
+    def _fit(self) -> None:
+        while self.episodes or self.shared:
+            if self.nbytes() <= self.budget_bytes:
+                return
+            if self.episodes:
+                self.episodes.pop(next(iter(self.episodes)))
+            else:
+                self.shared.pop(0)

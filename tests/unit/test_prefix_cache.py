@@ -1,0 +1,121 @@
+"""The lean decoder's prefix cache (lorarl.prefix_cache): reusing an episode's earlier turns and a
+prefix shared by a batch's rows gives the tokens and logprobs of computing everything again (Qwen2
+and Llama, LoRA and full fine-tuning, left padding, rows ending at different turns, a prompt
+shorter than the others' shared prefix), never outlives a weight update, and stays in its budget."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from lorarl.decoding import decode
+from lorarl.lora import apply_lora
+from lorarl.prefix_cache import PrefixCache
+from lorarl.specs import LoraSpec
+
+SMALL = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, initializer_range=0.2, tie_word_embeddings=False)
+EOS, PAD = 2, 0
+
+
+def _lm(arch: str, lora: bool):
+    cls, cfg = {"qwen2": (Qwen2ForCausalLM, Qwen2Config), "llama": (LlamaForCausalLM, LlamaConfig)}[arch]
+    torch.manual_seed(0)
+    lm = cls(cfg(**SMALL)).eval()
+    if lora:
+        lm = apply_lora(lm, LoraSpec(True, 4, 8.0, 0.0, "all-linear", [], "default", None)).eval()
+        with torch.no_grad():
+            for n, p in lm.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.1)
+    return lm
+
+
+def _left_pad(rows):
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), PAD)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def _decode(lm, rows, cache=None, keys=None, new=6, temperature=None, seed=0):
+    ids, mask = _left_pad(rows)
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        tokens, logp, lengths = decode(lm, ids, mask, new, temperature, EOS, PAD, True, cache, keys)
+    return [(tokens[i, :n].tolist(), logp[i, :n]) for i, n in enumerate(lengths.tolist())]
+
+
+def _turns(lm, cache, temperature=None):
+    """Three turns of five episodes: a shared 40-token instruction prefix, two rows of one task (a
+    GRPO group), one prompt shorter than the shared prefix; episode 1 ends after turn 1, episode 3
+    after turn 2. Returns every turn's (tokens, logprobs) per episode, and the rows played."""
+    g = torch.Generator().manual_seed(1)
+    rand = lambda n: torch.randint(3, 300, (n,), generator=g).tolist()  # noqa: E731
+    instructions, task = rand(40), rand(7)
+    rows = {0: instructions + task, 1: instructions + rand(12), 2: instructions + task, 3: instructions[:25],
+            4: instructions + rand(3)}
+    for turn, live in enumerate([[0, 1, 2, 3, 4], [0, 2, 3, 4], [0, 2, 4]]):
+        batch = [rows[e] for e in live]
+        out = _decode(lm, batch, cache, live if cache is not None else None, temperature=temperature, seed=turn)
+        for e, (toks, _) in zip(live, out):
+            rows[e] = rows[e] + toks + ([EOS] if not toks or toks[-1] != EOS else []) + rand(5)  # observation
+        yield out, batch
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("lora", [True, False])
+@pytest.mark.parametrize("temperature", [None, 0.8])
+def test_reused_prefixes_give_the_tokens_and_logprobs_of_a_full_prefill(arch, lora, temperature):
+    lm = _lm(arch, lora)
+    cache = PrefixCache(1 << 30, min_shared=16)
+    for (cached, _), (plain, _) in zip(_turns(lm, cache, temperature), _turns(lm, None, temperature)):
+        for (toks_c, lp_c), (toks_p, lp_p) in zip(cached, plain):
+            assert toks_c == toks_p
+            assert torch.allclose(lp_c, lp_p, atol=1e-4)
+    stats = cache.stats()
+    assert stats["prefill_tokens_reused"] > 2 * stats["prefill_tokens_computed"]  # most of the prompts came from the cache
+
+
+def test_a_shared_prefix_is_computed_once_and_reused_by_later_batches():
+    lm = _lm("qwen2", True)
+    cache = PrefixCache(1 << 30, min_shared=16)
+    g = torch.Generator().manual_seed(3)
+    instructions = torch.randint(3, 300, (60,), generator=g).tolist()
+    batch = lambda: [instructions + torch.randint(3, 300, (5,), generator=g).tolist() for _ in range(4)]  # noqa: E731
+    _decode(lm, batch(), cache, ["a", "b", "c", "d"])
+    first = cache.stats()["prefill_tokens_computed"]
+    assert first <= 60 + 4 * 5 + 4  # the instructions once, each row's own tokens
+    cache.end_batch()
+    rows = batch()
+    got = _decode(lm, rows, cache, ["e", "f", "g", "h"])
+    assert cache.stats()["prefill_tokens_computed"] - first <= 4 * 5 + 4
+    assert [t for t, _ in got] == [t for t, _ in _decode(lm, rows)]
+
+
+def test_nothing_is_reused_after_a_weight_update():
+    lm = _lm("llama", True)
+    cache = PrefixCache(1 << 30, min_shared=16)
+    turns = _turns(lm, cache)
+    next(turns)
+    with torch.no_grad():  # an optimizer step: in place, as AdamW updates the adapter
+        for n, p in lm.named_parameters():
+            if "lora_A" in n:
+                p.add_(0.05)
+    reused = cache.stats()["prefill_tokens_reused"]
+    second, rows = next(turns)
+    # the first turn's entries are gone: only the instructions the rows still share are reused,
+    # computed again with the new weights (25 tokens: row 3's prompt is a prefix of the rest's)
+    assert cache.stats()["prefill_tokens_reused"] - reused <= 25 * 4
+    for (toks, lp), (toks_p, lp_p) in zip(second, _decode(lm, rows, seed=1)):  # a stale entry would be off by ~0.05
+        assert toks == toks_p and torch.allclose(lp, lp_p, atol=1e-4)
+
+
+def test_the_cache_stays_within_its_budget_and_stays_exact():
+    lm = _lm("qwen2", False)
+    cache = PrefixCache(20_000, min_shared=16)  # a few rows' worth
+    for (cached, _), (plain, _) in zip(_turns(lm, cache), _turns(lm, None)):
+        assert [t for t, _ in cached] == [t for t, _ in plain]
+        assert cache.nbytes() <= 20_000
