@@ -1,0 +1,106 @@
+"""Rollout generation with and without the prefix cache (``algorithm.sampling.prefix_cache_mb``):
+seconds of generation per episode, prompt tokens computed and reused per episode, and whether
+the greedy outcomes are the same task by task.
+
+    python bench/prefix_cache.py --env os_interaction --adapter runs/os_sft/checkpoints/iter_000001
+    python bench/prefix_cache.py --env db_bench --adapter ADAPTER --tasks 48 --batch 8 --rounds 2
+
+One process, one model (``--model``, SmolLM2-135M-Instruct by default, plus ``--adapter``);
+each round plays the same held-out generated tasks once per arm, arms interleaved (A, B, A, B),
+the thread count pinned and printed. The "off" arm is the decoder as it was before the cache
+(each turn prefills the whole episode; only identical rows share a prefill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from bench.common import pin_threads, record, table  # noqa: E402
+
+ARMS = {"off": 0, "prefix cache": 1024}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="os_interaction", choices=["os_interaction", "db_bench"])
+    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    parser.add_argument("--adapter", help="an adapter of the model (an SFT checkpoint: multi-turn episodes)")
+    parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1_000_000_000, help="first task seed (held out: training uses far lower)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    from conftest import compose
+    from lorarl.environments import build_envs, make_collector
+    from lorarl.evaluation import EvalSpec, attach_adapter, evaluate_policy
+    from lorarl.models import load_pretrained_model
+    from lorarl.policy import Policy
+    from lorarl.tokenizer import load_tokenizer
+
+    threads = pin_threads(args.threads)
+    config = compose([f"env={args.env}"])
+    tok, lm = load_tokenizer(args.model), load_pretrained_model(args.model)
+    if args.adapter:
+        lm = attach_adapter(lm, args.adapter, merge=False)
+    policy = Policy(lm.eval(), with_value_head=False, keep_reference=False).eval()
+    envs = build_envs(config.env, args.batch)
+    print(f"model={args.model} adapter={args.adapter} env={args.env} tasks={args.tasks} batch={args.batch} "
+          f"threads={threads}", flush=True)
+    got: dict[str, list[dict]] = {a: [] for a in ARMS}
+    for r in range(args.rounds):
+        for arm, mb in ARMS.items():  # interleaved
+            sampling = replace(config.algorithm.sampling, greedy=True, prefix_cache_mb=mb)
+            collector = make_collector(config.env, envs, tok, sampling, config.reward)
+            generate = 0.0
+            original = collector.collect
+
+            def timed(*a, **k):  # generation seconds of every batch
+                nonlocal generate
+                out = original(*a, **k)
+                generate += collector.timing["generate_s"]
+                return out
+
+            collector.collect = timed
+            torch.manual_seed(0)
+            episodes, _ = evaluate_policy(policy, collector, EvalSpec(args.tasks, args.seed))
+            collector.close(close_envs=False)
+            n = len(episodes)
+            res = {"generate_s_per_episode": generate / n, "outcomes": [e.outcome for e in episodes],
+                   "turns": sum(e.turns for e in episodes) / n,
+                   "computed_per_episode": collector.prefill.get("prefill_tokens_computed", float("nan")) / n,
+                   "reused_per_episode": collector.prefill.get("prefill_tokens_reused", 0.0) / n,
+                   "tokens_per_episode": sum(len(e.token_ids) for e in episodes) / n}
+            got[arm].append(res)
+            print(f"round {r + 1} {arm}: {res['generate_s_per_episode']:.2f} s/episode, success "
+                  f"{res['outcomes'].count('correct') / n:.3f}, prefill computed {res['computed_per_episode']:.0f} "
+                  f"reused {res['reused_per_episode']:.0f} per episode", flush=True)
+    for env in envs:
+        env.close()
+    rows = []
+    for arm, rs in got.items():
+        secs = [x["generate_s_per_episode"] for x in rs]
+        rows.append({"arm": arm, "s/episode min": round(min(secs), 3), "s/episode median": round(statistics.median(secs), 3),
+                     "success": round(rs[0]["outcomes"].count("correct") / len(rs[0]["outcomes"]), 3),
+                     "turns": round(rs[0]["turns"], 2), "tokens/episode": round(rs[0]["tokens_per_episode"]),
+                     "prefill computed/episode": round(rs[0]["computed_per_episode"]),
+                     "reused/episode": round(rs[0]["reused_per_episode"])})
+    off, on = (statistics.median(x["generate_s_per_episode"] for x in got[a]) for a in ARMS)
+    same = all(x["outcomes"] == got["off"][0]["outcomes"] for rs in got.values() for x in rs)
+    print(table(rows, f"generation per episode, {args.env}, greedy"))
+    print(f"off / prefix cache (median): {off / on:.2f}x; greedy outcomes the same task by task: {same}")
+    record("prefix_cache", {"args": vars(args), "threads": threads, "rows": rows, "ratio": off / on, "same_outcomes": same})
+
+
+if __name__ == "__main__":
+    main()
