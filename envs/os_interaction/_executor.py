@@ -99,7 +99,7 @@ SHELL_ARGV = ["bash", "--noprofile", "--norc", "-c", SHELL_LOOP]
 BUILD_BUDGET_S = 30.0  # building the judge's layers; an agent that makes it take longer fails its check
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
 MS_REMOUNT, MNT_DETACH, PR_SET_DUMPABLE = 32, 2, 4
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 libc = ctypes.CDLL(None, use_errno=True)
@@ -297,6 +297,18 @@ def drain(fd, buf, max_bytes):
     return buf
 
 
+# Control characters the agent's output may hold become U+FFFD (the escape character stays, for
+# colour codes the env strips): JSON would escape each to six characters, so a megabyte of NULs
+# would outgrow the reply frame.
+CONTROLS = {c: 0xFFFD for c in (*range(9), 11, 12, *range(14, 27), *range(28, 32), 127)}
+
+
+def as_text(raw, limit):
+    """What a process printed, as text: cut to ``limit`` bytes *before* decoding, invalid UTF-8 and
+    control characters replaced."""
+    return bytes(raw[:limit]).decode("utf-8", "replace").translate(CONTROLS)
+
+
 def exit_code(line):
     """The shell's status line; whatever else a command forged there reads as no code."""
     try:
@@ -360,7 +372,7 @@ class Domains:
             base, target = ("/", merged) if name == "root" else (f"/{name}", f"{merged}/{name}")
             overlay([base], target, f"{AGENT}/{name}")
         mask_hidden(merged, f"{AGENT}/masks")  # an overlay's lower layer shows what masks cover
-        mount("/dev", f"{merged}/dev", None, MS_BIND | MS_REC)
+        private_dev(f"{merged}/dev")  # the agent's own: what it writes there, no check sees
         if os.path.ismount("/sys"):
             mount("/sys", f"{merged}/sys", None, MS_BIND | MS_REC)
         to_child_r, to_child_w = os.pipe()
@@ -464,6 +476,7 @@ def agent_init(merged, to_parent, from_parent):
         # A /proc of this pid namespace, mounted while the executor's is still visible (the kernel
         # wants one fully visible proc before it allows another); the old one goes with the old root.
         mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV)
+        mask_cmdline(f"{merged}/proc")
         pivot_into(merged)
         unshare(CLONE_NEWUSER)
         handshake_child(to_parent, from_parent)
@@ -642,6 +655,49 @@ def build_judge_layers():
     DOMAINS.judge_built = True
 
 
+# The identity databases the judge resolves names with, and the field of each that holds the
+# numeric id (None: no id). The agent may add users and groups and change memberships, shells and
+# homes, but a name that existed before it acted keeps that id: a line that gave the task's user
+# uid 0 would make ``stat -c %U`` name that user on a file that is still root's.
+IDENTITY_FILES = {"passwd": 2, "group": 2, "shadow": None, "gshadow": None}
+
+
+def pin_identities(baseline, agent, id_field):
+    """Rewrite the judge's copy ``agent`` of an identity database: the names the baseline has come
+    first, in its order, with its ids (their other fields as the agent left them; names the agent
+    deleted stay deleted); then the names the agent added, once each. A copy that is missing or
+    not a regular file becomes the baseline's."""
+    try:
+        with open(baseline) as f:
+            base = [ln.rstrip("\n") for ln in f if ln.strip()]
+    except OSError:
+        return
+    try:
+        if not stat.S_ISREG(os.lstat(agent).st_mode):
+            os.unlink(agent)
+            raise FileNotFoundError
+        with open(agent, errors="replace") as f:
+            mine = [ln.rstrip("\n") for ln in f if ln.strip() and not ln.startswith(("+", "-"))]  # no NIS includes
+    except OSError:
+        mine = base
+    by_name = {}
+    for line in mine:
+        by_name.setdefault(line.split(":", 1)[0], line)
+    known = [ln.split(":", 1)[0] for ln in base]
+    out = []
+    for line in base:
+        name = line.split(":", 1)[0]
+        if name in by_name:
+            fields = by_name[name].split(":")
+            if id_field is not None and len(fields) > id_field:
+                fields[id_field] = line.split(":")[id_field]
+            out.append(":".join(fields))
+    out += [by_name[n] for n in by_name if n not in known]
+    with open(agent, "w") as f:
+        f.write("".join(ln + "\n" for ln in out))
+    shutil.copymode(baseline, agent)
+
+
 def snapshot_etc(agent_etc, target, deadline):
     """A copy of the agent's /etc (what checks read: users, groups, hosts, the task's files) with
     every entry that decides which code runs taken from the baseline instead."""
@@ -665,6 +721,8 @@ def snapshot_etc(agent_etc, target, deadline):
                         copy_function=copy_regular)
     else:
         os.mkdir(target)
+    for name, id_field in IDENTITY_FILES.items():
+        pin_identities(f"/etc/{name}", f"{target}/{name}", id_field)
     for name in os.listdir("/etc"):
         if pinned(name):
             src = f"/etc/{name}"
@@ -738,9 +796,34 @@ def enter_view(view, root, to_parent, from_parent):
             mount(f"/{name}", f"{merged}/{name}", None, MS_BIND | flags)
     os.makedirs(f"{merged}/proc", exist_ok=True)
     mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV)
+    mask_cmdline(f"{merged}/proc")
     pivot_into(merged)
     unshare(CLONE_NEWUSER)
     handshake_child(to_parent, from_parent)
+
+
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+CMDLINE = f"{STATE}/cmdline"  # what /proc/cmdline shows in the sandbox: not the host's boot line
+
+
+def private_dev(target):
+    """A /dev of its own at ``target``: a small tmpfs with the device nodes bound in from the
+    executor's /dev, the usual links and /dev/shm."""
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    for name in DEVICES:
+        if os.path.exists(f"/dev/{name}"):
+            open(f"{target}/{name}", "w").close()
+            mount(f"/dev/{name}", f"{target}/{name}", None, MS_BIND)
+    os.mkdir(f"{target}/shm", 0o1777)
+    os.chmod(f"{target}/shm", 0o1777)
+    for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                       ("stderr", "/proc/self/fd/2")):
+        os.symlink(link, f"{target}/{name}")
+
+
+def mask_cmdline(proc):
+    if os.path.exists(CMDLINE):
+        mount(CMDLINE, f"{proc}/cmdline", None, MS_BIND)
 
 
 def argv_for(lang, code, args, judge=False):
@@ -809,7 +892,7 @@ class Shell:
         buf, line, why = read_until((self.out_r, self.status_r), time.monotonic() + timeout, max_bytes, self.pid)
         if why != "done":  # timed out, flooded or exited: the shell and its jobs go; the next command restarts it
             self.close()
-        return {"output": bytes(buf).decode("utf-8", "replace"), "exit_code": exit_code(line),
+        return {"output": as_text(buf, max_bytes), "exit_code": exit_code(line),
                 "timed_out": why == "timeout", "output_limited": why == "limit", "shell_restarted": restarted,
                 "shell_ended": why == "exited"}
 
@@ -821,9 +904,9 @@ def run(req, max_bytes):
     check, as AgentBench does). A failure to set it up is the script's failure, with the reason."""
     try:
         return _run(req, max_bytes)
-    except (JudgeError, OSError) as e:
-        return {"output": "", "stderr": f"judge setup failed: {e}"[:4096], "exit_code": None, "timed_out": False,
-                "output_limited": False}
+    except Exception as e:  # noqa: BLE001  what the agent left (a tree too deep to copy, a name too long) fails the check
+        return {"output": "", "stderr": f"judge setup failed: {type(e).__name__}: {e}"[:4096], "exit_code": None,
+                "timed_out": False, "output_limited": False}
 
 
 def _run(req, max_bytes):
@@ -865,7 +948,7 @@ def _run(req, max_bytes):
     finally:
         for fd in mine:
             os.close(fd)
-    return {"output": bytes(out).decode("utf-8", "replace"), "stderr": bytes(err[:4096]).decode("utf-8", "replace"),
+    return {"output": as_text(out, max_bytes), "stderr": as_text(err, 4096),
             "exit_code": code, "timed_out": why == "timeout", "output_limited": why == "limit"}
 
 
@@ -908,9 +991,23 @@ VIEW_IDS = itertools.count()
 
 
 def reply(out, rid, res):
-    payload = json.dumps(res).encode()
+    """One frame. Never larger than ``frame_limit()``: an output that would make it larger (escape
+    characters JSON writes as six) is cut, and ``output_cut`` says so."""
+    payload = json.dumps(res, ensure_ascii=False).encode()
+    limit = frame_limit()
+    while len(payload) > limit and res.get("output"):
+        keep = int(len(res["output"]) * limit / len(payload) * 0.9)
+        res = {**res, "output": res["output"][:keep], "output_cut": True}
+        payload = json.dumps(res, ensure_ascii=False).encode()
+    if len(payload) > limit:  # nothing left to cut: an error message or request gone wrong
+        payload = json.dumps({"error": "the reply outgrew its frame"}).encode()
     out.write(f"{rid} {len(payload)}\n".encode() + payload)
     out.flush()
+
+
+def frame_limit():
+    """The largest reply the client accepts (``Sandbox._read``), less a margin."""
+    return 2 * CONFIG["limits"]["output_bytes"] + (1 << 15)
 
 
 def handle(req, max_bytes):
@@ -938,6 +1035,9 @@ def main():
         check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl")  # /proc/1/fd, /proc/1/mem: closed to all
     if os.path.exists(f"{STATE}/executor.py"):
         os.remove(f"{STATE}/executor.py")  # already in memory; keep the agent's view tidy
+    if ISOLATED:
+        with open(CMDLINE, "w") as f:
+            f.write("ro quiet\n")
     DOMAINS = Domains()
     out = os.fdopen(1, "wb", buffering=0)
     max_bytes = CONFIG["limits"]["output_bytes"]

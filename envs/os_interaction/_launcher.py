@@ -127,6 +127,7 @@ def sanitize_etc(new_root, hostname):
     these files are not writable, and not readable either."""
     etc = f"{new_root}/etc"
     try:
+        drop_host_accounts(etc)
         with open(f"{etc}/hosts", "a+") as f:
             f.seek(0)
             if hostname not in f.read().split():
@@ -144,6 +145,38 @@ def sanitize_etc(new_root, hostname):
                         os.remove(f"{d}/{name}")
     except PermissionError:
         pass
+
+
+HUMAN_IDS = range(1000, 65534)  # the host's people (nobody, 65534, stays: system tools expect it)
+
+
+def drop_host_accounts(etc):
+    """The host's own users and their groups are no business of the task: the sandbox keeps the
+    system accounts only (so ``ls -l`` shows no host user's name, and the first user a task
+    creates gets uid 1000, as in a fresh image)."""
+    with open(f"{etc}/passwd") as f:
+        users = [ln for ln in f if ln.count(":") >= 6]
+    people = {ln.split(":")[0] for ln in users if _id(ln) in HUMAN_IDS}
+    with open(f"{etc}/group") as f:
+        groups = [ln for ln in f if ln.count(":") >= 3]
+    kept = []
+    for ln in groups:
+        if _id(ln) in HUMAN_IDS:
+            continue
+        name, pw, gid, members = ln.rstrip("\n").split(":", 3)
+        members = ",".join(m for m in members.split(",") if m and m not in people)
+        kept.append(f"{name}:{pw}:{gid}:{members}\n")
+    with open(f"{etc}/passwd", "w") as f:
+        f.writelines(ln for ln in users if ln.split(":")[0] not in people)
+    with open(f"{etc}/group", "w") as f:
+        f.writelines(kept)
+
+
+def _id(line):
+    try:
+        return int(line.split(":")[2])
+    except (IndexError, ValueError):
+        return -1
 
 
 def loopback_up():

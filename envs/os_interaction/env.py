@@ -49,6 +49,7 @@ import warnings
 from envs.os_interaction import generator
 from envs.os_interaction.protocol import chat_turns, clean_output, first_observation, os_observation, parse_reply, truncate
 from envs.os_interaction.sandbox import Sandbox, SandboxDied, SandboxLimits, SandboxUnavailable, max_open_files, probe
+from envs.os_interaction.strengthen import with_references
 from envs.os_interaction.tasks import (OSTask, descriptor_refusal, load_agentbench, load_lifelong, match_answer,
                                        needs_answer, reads_answer)
 from envs.task_env import TaskEnv, check_task_args, positive, skill_names
@@ -85,6 +86,7 @@ class OSInteractionEnv(TaskEnv):
         self.task: OSTask | None = None
         self.judge_error: str | None = None
         self.truth: str | None = None  # the example's output on the pristine task (the expected answer)
+        self.reference_values: list[str] = []  # the task's references' outputs on the pristine task
         self._lazy: dict[int, bool] = {}  # file task index -> its checks pass on the task as given
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -105,7 +107,7 @@ class OSInteractionEnv(TaskEnv):
         agent receives it and compute the expected answer there. The reason when any of that fails
         (-> env_error: none of it is the agent's doing)."""
         self._release()
-        self.truth = None
+        self.truth, self.reference_values = None, []
         if self.task.refused:
             return f"this task is refused: {self.task.refused}"
         try:
@@ -127,6 +129,8 @@ class OSInteractionEnv(TaskEnv):
             self.box.snapshot(close_shell=examples)
             if examples and (error := self._expected_answer()):
                 return error
+            if error := self._references():
+                return error
             return self._lazy_verdict()
         except (SandboxUnavailable, SandboxDied) as e:
             return str(e)
@@ -140,6 +144,16 @@ class OSInteractionEnv(TaskEnv):
             why = "timed out" if r.timed_out else f"exited {r.exit_code}"
             return f"the task's example (which gives the expected answer) {why}: {(r.stderr or r.output)[-300:]}"
         self.truth = r.output
+        return None
+
+    def _references(self) -> str | None:
+        """What strengthened checks compare with, computed on the pristine task (``strengthen``)."""
+        self.reference_values = []
+        for code in self.task.references:
+            r = self.box.run("bash", code, timeout=self.judge_timeout_s, view="pristine")
+            if r.exit_code != 0:
+                return f"a reference script of the task's checks exited {r.exit_code}: {(r.stderr or r.output)[-300:]}"
+            self.reference_values.append(r.output)
         return None
 
     def _lazy_verdict(self) -> str | None:
@@ -198,7 +212,9 @@ class OSInteractionEnv(TaskEnv):
             if script is None:
                 params.append(self.truth)
                 continue
-            r = self.box.run(*script, args=params, timeout=self.judge_timeout_s, view=view(script))
+            lang, code = script
+            r = self.box.run(lang, with_references(code, self.reference_values), args=params,
+                             timeout=self.judge_timeout_s, view=view(script))
             if r.exit_code in (None, 125) and r.stderr.startswith("judge setup failed"):
                 self.judge_error = r.stderr
             if r.exit_code != 0:

@@ -44,7 +44,13 @@ def _sha(lines: list[str]) -> str:
 
 
 def _same_content(path: str, lines: list[str]) -> str:
-    return f'[ "$(sha256sum < {q(path)} | cut -d" " -f1)" = {_sha(lines)} ]'
+    """The check that ``path`` is a regular file (not a link to one elsewhere) holding ``lines``:
+    checks ask about the file itself and its bytes, never its name alone."""
+    return f'{_plain(path)} && [ "$(sha256sum < {q(path)} | cut -d" " -f1)" = {_sha(lines)} ]'
+
+
+def _plain(path: str) -> str:
+    return f"[ -f {q(path)} ] && [ ! -L {q(path)} ]"
 
 
 def _sentences(rng: random.Random, n: int, width: tuple[int, int] = (2, 6)) -> list[str]:
@@ -185,14 +191,15 @@ def owner_query(rng):
 def make_dirs(rng):
     path = "/root/" + "/".join(rng.sample(WORDS, rng.randint(2, 4)))
     return _change("make_dirs", f"Create the directory {path}, including any missing parent directories.", [],
-                   f"[ -d {path} ]", [f"mkdir -p {path}"])
+                   f"[ -d {path} ] && [ ! -L {path} ]", [f"mkdir -p {path}"])
 
 
 def set_permissions(rng):
-    path, mode = f"/root/{rng.choice(WORDS)}.sh", rng.choice(MODES)
+    path, mode, script = f"/root/{rng.choice(WORDS)}.sh", rng.choice(MODES), ["#!/bin/sh", "echo hi"]
+    # a link in place of the file reads 777 whatever the file's mode: the file itself, content kept
     return _change("set_permissions", f"Set the permissions of {path} to {mode} (octal).",
-                   [_write(path, ["#!/bin/sh", "echo hi"]), f"chmod {'644' if mode != '644' else '600'} {path}"],
-                   f'[ "$(stat -c %a {path})" = {mode} ]', [f"chmod {mode} {path}"])
+                   [_write(path, script), f"chmod {'644' if mode != '644' else '600'} {path}"],
+                   f'{_same_content(path, script)} && [ "$(stat -c %a {path})" = {mode} ]', [f"chmod {mode} {path}"])
 
 
 def replace_word(rng):
@@ -207,7 +214,7 @@ def replace_word(rng):
 
 def add_user(rng):
     user, group = rng.choice(NAMES), rng.choice(GROUPS)
-    check = f"id -nG {user} | tr ' ' '\\n' | grep -qx {group} && [ -d /home/{user} ]"
+    check = f"id -nG {user} | tr ' ' '\\n' | grep -qx {group} && [ -d /home/{user} ] && [ ! -L /home/{user} ]"
     return _change("add_user", f"Create a user named {user} with a home directory under /home, and make {user} a "
                    f"member of the group {group} (the group does not exist yet).", [], check,
                    [f"groupadd {group} && useradd -m -G {group} {user}"])
@@ -215,26 +222,29 @@ def add_user(rng):
 
 def change_owner(rng):
     user, path = rng.choice(NAMES), f"/root/{rng.choice(WORDS)}.log"
+    # by numeric id (the judge pins the ids users had before the agent acted) and on the file itself
     return _change("change_owner", f"Make the user {user} the owner of {path}.", [f"useradd -M {user}", f"touch {path}"],
-                   f'[ "$(stat -c %U {path})" = {user} ]', [f"chown {user} {path}"])
+                   f'{_plain(path)} && [ "$(stat -c %u {path})" = "$(id -u {user})" ]', [f"chown {user} {path}"])
 
 
 def delete_pattern(rng):
     d = f"/root/{rng.choice(WORDS)}"
     files = _tree(rng, d, exts=("tmp", "txt", "log"))
     files.setdefault(f"{d}/scratch.tmp", ["x"])  # something to delete: doing nothing must not pass
-    keep = sum(not p.endswith(".tmp") for p in files)
+    keep = {p: c for p, c in files.items() if not p.endswith(".tmp")}
+    # every other file still there with its bytes (a count alone passes on stubs of the right number)
+    kept = " && ".join(_same_content(p, c) for p, c in keep.items()) or "true"
     return _change("delete_pattern", f"Delete every file whose name ends in .tmp anywhere under {d}; keep all other "
                    "files.", [_write(p, c) for p, c in files.items()],
-                   f"[ -z \"$(find {d} -name '*.tmp')\" ] && [ \"$(find {d} -type f | wc -l)\" = {keep} ]",
-                   [f"find {d} -type f -name '*.tmp' -delete"])
+                   f"[ -d {d} ] && [ -z \"$(find {d} -name '*.tmp')\" ] && [ \"$(find {d} -type f | wc -l)\" = {len(keep)} ]"
+                   f" && {kept}", [f"find {d} -type f -name '*.tmp' -delete"])
 
 
 def make_symlink(rng):
-    target, link = f"/root/{rng.choice(WORDS)}.txt", f"/root/link_{rng.choice(WORDS)}"
+    target, link, lines = f"/root/{rng.choice(WORDS)}.txt", f"/root/link_{rng.choice(WORDS)}", _sentences(rng, 2)
     return _change("make_symlink", f"Create a symbolic link {link} that points to {target}.",
-                   [_write(target, _sentences(rng, 2))], f'[ -L {link} ] && [ "$(readlink {link})" = {target} ]',
-                   [f"ln -s {target} {link}"])
+                   [_write(target, lines)], f'[ -L {link} ] && [ "$(readlink {link})" = {target} ] && '
+                   f"{_same_content(target, lines)}", [f"ln -s {target} {link}"])
 
 
 def sort_file(rng):
@@ -246,10 +256,12 @@ def sort_file(rng):
 
 def make_archive(rng):
     files = _flat_files(rng, "/root/docs", exts=("txt", "md"), n=(2, 5))
-    member = next(iter(files)).removeprefix("/root/")
+    # every file in the archive with its bytes (names alone pass on an archive of empty stubs)
+    members = " && ".join(f'[ "$(tar -xzOf /root/backup.tar.gz {q(p.removeprefix("/root/"))} | sha256sum | cut -d" " -f1)"'
+                          f" = {_sha(c)} ]" for p, c in files.items())
     return _change("make_archive", "Create a gzip-compressed tar archive /root/backup.tar.gz that contains the "
                    "directory /root/docs.", [_write(p, c) for p, c in files.items()],
-                   f"tar -tzf /root/backup.tar.gz | grep -qx '{member}'", ["tar -czf /root/backup.tar.gz -C /root docs"])
+                   f"{_plain('/root/backup.tar.gz')} && {members}", ["tar -czf /root/backup.tar.gz -C /root docs"])
 
 
 SKILLS: dict[str, Callable[[random.Random], OSTask]] = {f.__name__: f for f in (

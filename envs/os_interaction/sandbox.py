@@ -73,6 +73,7 @@ class Result:
     shell_restarted: bool = False
     shell_ended: bool = False
     stderr: str = ""  # run: the first 4 KiB of stderr
+    output_cut: bool = False  # the output was cut to fit the reply (control characters, escapes)
 
 
 class Sandbox:
@@ -164,7 +165,7 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         header = self._take(lambda buf: buf.find(b"\n") + 1 or (None if len(buf) < 64 else -1), deadline)
         parts = header.split()
-        limit = 4 * self.limits.output_bytes + (1 << 16)
+        limit = 2 * self.limits.output_bytes + (1 << 16)  # the executor keeps its frames under 2x + 32 KiB
         if len(parts) != 2 or parts[0].decode(errors="replace") != rid or not parts[1].isdigit() or int(parts[1]) > limit:
             self.close(1.0)
             raise SandboxDied(f"protocol error: unexpected reply header {header[:64]!r}")

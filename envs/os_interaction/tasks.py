@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envs.os_interaction.strengthen import strengthen
 from envs.task_env import required
 
 Script = tuple[str, str]  # (language, code)
@@ -34,6 +35,8 @@ class OSTask:
     source: str = ""
     solution: list[str] = field(default_factory=list)  # oracle's bash commands (generator, lifelong)
     refused: str | None = None  # why this task cannot be judged here (set at load; never drawn)
+    references: list[str] = field(default_factory=list)  # bash run on the pristine task at reset; checks read the output
+    strengthened: list[str] = field(default_factory=list)  # the rules of ``strengthen`` its checks were changed by
 
     @property
     def task_type(self) -> str:
@@ -261,5 +264,9 @@ def descriptor_refusal(task: OSTask, max_fd: int) -> str | None:
 
 
 def screened(task: OSTask) -> OSTask:
+    """A task of a file: refused if it cannot be judged here, and its checks strengthened where they
+    pass without the work (``strengthen``)."""
     task.refused = refusal(task)
+    if task.check and not task.refused:
+        task.check, task.strengthened = strengthen(task.check, task.references)
     return task

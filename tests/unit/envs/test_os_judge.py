@@ -249,3 +249,38 @@ def test_masked_host_paths_stay_hidden_in_every_view(tmp_path):
     finally:
         env.close()
         canary.unlink()
+
+
+# Output an agent can produce to break the channel between executor and client (round 3): every
+# byte value, sizes up to 10x the output limit, on stdout and stderr, from background writers that
+# outlive the command, and trees too deep or names too long for the judge to copy or walk.
+FLOODS = {
+    "a megabyte of NULs": "head -c 1000000 /dev/zero",
+    "10x the limit of NULs on stderr": "head -c 10500000 /dev/zero >&2",
+    "control bytes": "python3 -c \"import sys; sys.stdout.buffer.write(bytes(range(32)) * 40000)\"",
+    "invalid UTF-8": "python3 -c \"import sys; sys.stdout.buffer.write(b'\\xff\\xfe\\xc3' * 400000)\"",
+    "escape characters": "python3 -c \"import sys; sys.stdout.buffer.write(b'\\x1b' * 1000000)\"",
+    "random bytes, 3 MB": "head -c 3000000 /dev/urandom",
+    "a writer that outlives the command": "(for i in $(seq 200); do head -c 100000 /dev/zero; done &) ; echo started",
+    "a deep tree under /etc": "d=/etc/deep; for i in $(seq 1500); do d=$d/d; done; mkdir -p $d 2>/dev/null;"
+                              " python3 -c \"import os; p='/etc/deep'\nfor i in range(1500): p += '/d'; os.makedirs(p, exist_ok=True)\";"
+                              " echo made",
+    "long names": "python3 -c \"import os; os.chdir('/root')\nfor i in range(40): os.mkdir('n' * 250); os.chdir('n' * 250)\"; echo made",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOODS))
+def test_nothing_the_agent_prints_or_leaves_makes_env_error(tmp_path, name):
+    """The agent's own output and files end its episode as its own outcome, never env_error: the
+    reply frame is bounded whatever the bytes, a cut says so, and the judge copes with trees it
+    cannot copy (the check fails)."""
+    env = gym.make(ID, source="agentbench", path=task_file(tmp_path), command_timeout_s=20.0)
+    try:
+        for i in (1, 0):  # a check of the agent's effect (copies /etc), then an answer task
+            info, seen = play(env, [bash(FLOODS[name]), bash("echo next"), answer("0") if i == 0 else FINISH],
+                              options={"task_index": i})
+            assert info["outcome"] in ("incorrect", "correct"), (name, i, info, [s[:200] for s in seen])
+            assert info["outcome"] != "correct" or i == 1  # creating /root/made is task 1's work: not done here
+            assert len(seen[0]) <= 2000 and "next" in seen[1], (name, seen[0][:300])
+    finally:
+        env.close()
