@@ -114,6 +114,6 @@ class StrategySpec:
     """Defaults in conf/strategy/auto.yaml."""
 
     name: str  # auto | ddp | fsdp (FSDP2) | deepspeed_stage_2 | deepspeed_stage_3
-    activation_checkpointing: bool  # recompute decoder activations in backward
+    activation_checkpointing: Optional[bool]  # recompute decoder activations in backward; None: for pretrained models
     offload_optimizer: bool  # DeepSpeed only: keep optimizer state on CPU
     process_group_backend: Optional[str]  # nccl on GPU, gloo on CPU when unset
