@@ -97,6 +97,7 @@ done
 """
 SHELL_ARGV = ["bash", "--noprofile", "--norc", "-c", SHELL_LOOP]
 BUILD_BUDGET_S = 30.0  # building the judge's layers; an agent that makes it take longer fails its check
+WALL_FACTOR = 4  # a script's wall-clock backstop, in units of its CPU-time limit
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
@@ -165,10 +166,11 @@ def reap():
         status[pid] = os.waitstatus_to_exitcode(st)
 
 
-def limit_self():
+def limit_self(cpu_seconds=None):
     lim = CONFIG["limits"]
     nofile = min(lim["open_files"], resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    for res, value in ((resource.RLIMIT_AS, lim["memory_mb"] << 20), (resource.RLIMIT_CPU, lim["cpu_seconds"]),
+    cpu = int(cpu_seconds or lim["cpu_seconds"])
+    for res, value in ((resource.RLIMIT_AS, lim["memory_mb"] << 20), (resource.RLIMIT_CPU, cpu),
                        (resource.RLIMIT_NPROC, lim["processes"]), (resource.RLIMIT_FSIZE, lim["file_mb"] << 20),
                        (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(res, (value, value))
@@ -196,9 +198,9 @@ def fork():
     return os.fork()
 
 
-def child_setup(out_fd, err_fd=None, fds=None, cwd=None):
+def child_setup(out_fd, err_fd=None, fds=None, cwd=None, cpu_seconds=None):
     """In a forked child: own session, default signals, stdio on the given pipes (and ``fds``:
-    {target fd: fd}), limits."""
+    {target fd: fd}), limits (``cpu_seconds``: CPU time of each process, instead of the sandbox's)."""
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
@@ -215,7 +217,7 @@ def child_setup(out_fd, err_fd=None, fds=None, cwd=None):
         os.chdir(cwd or HOME)
     except OSError:
         os.chdir("/")
-    limit_self()
+    limit_self(cpu_seconds)
 
 
 def kill_pids(pids, sig=signal.SIGKILL):
@@ -507,14 +509,14 @@ def mask_hidden(root, scratch, prefix="/"):
             mount(empty, target, None, MS_BIND)
 
 
-def spawn(argv, out_fd, err_fd=None, fds=None):
+def spawn(argv, out_fd, err_fd=None, fds=None, cpu_seconds=None):
     """fork + exec ``argv`` in the setup domain (the executor's own namespaces)."""
     pid = fork()
     if pid:
         return pid
     try:
         oom_score(0)
-        child_setup(out_fd, err_fd, fds)
+        child_setup(out_fd, err_fd, fds, cpu_seconds=cpu_seconds)
         os.execvpe(argv[0], argv, os.environ)
     finally:
         os._exit(127)
@@ -841,14 +843,14 @@ def argv_for(lang, code, args, judge=False):
     return [bash, "-c", code, "--", *args] if args else [bash, "-c", code]
 
 
-def view_child(view, root, argv, env, out_w, err_w, fds, to_parent, from_parent):
+def view_child(view, root, argv, env, out_w, err_w, fds, to_parent, from_parent, cpu_seconds=None):
     try:
         oom_score(0)
         if ISOLATED:
             enter_view(view, root, to_parent, from_parent)
         os.environ.clear()
         os.environ.update(env)
-        child_setup(out_w, err_w, fds)
+        child_setup(out_w, err_w, fds, cpu_seconds=cpu_seconds)
         os.execve(argv[0], argv, os.environ) if argv[0].startswith("/") else os.execvpe(argv[0], argv, os.environ)
     except Exception as e:  # noqa: BLE001  the view could not be set up: the check fails
         os.write(err_w, f"judge setup failed: {e}".encode()[:4000])
@@ -930,13 +932,15 @@ def _run(req, max_bytes):
         if view == "judge":
             build_judge_layers()
         root = f"{AGENT}/views/{next(VIEW_IDS)}"
-        pid = start_script(view, root, argv, env, out_w, err_w, fds)
+        pid = start_script(view, root, argv, env, out_w, err_w, fds, req["timeout"])
     finally:
         for fd in theirs:
             os.close(fd)
     try:
+        # ``timeout`` is CPU time (each process's RLIMIT_CPU): a script that needs 30 s of CPU passes
+        # on a busy machine too. The wall clock only bounds scripts that wait, at WALL_FACTOR times it.
         out, line, why = read_until(mine[::2] if status_r is None else [out_r, status_r],
-                                    time.monotonic() + req["timeout"], max_bytes, pid)
+                                    time.monotonic() + req["timeout"] * WALL_FACTOR, max_bytes, pid)
         if why != "exited":
             kill_group(pid)  # timed out or flooded; or the shell loop, which is done
         err = drain(err_r, bytearray(), 65536)
@@ -952,17 +956,17 @@ def _run(req, max_bytes):
             "exit_code": code, "timed_out": why == "timeout", "output_limited": why == "limit"}
 
 
-def start_script(view, root, argv, env, out_w, err_w, fds):
+def start_script(view, root, argv, env, out_w, err_w, fds, cpu_seconds=None):
     """Fork the script: in the setup domain, or into the agent's pid namespace and ``view``."""
     if view == "setup":
-        return spawn(argv, out_w, err_w, fds)
+        return spawn(argv, out_w, err_w, fds, cpu_seconds)
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     pid = DOMAINS.fork_in_agent_pid_ns()
     if pid == 0:
         os.close(to_child_w)
         os.close(from_child_r)
-        view_child(view, root, argv, env, out_w, err_w, fds, from_child_w, to_child_r)
+        view_child(view, root, argv, env, out_w, err_w, fds, from_child_w, to_child_r, cpu_seconds)
     DOMAINS.helpers.add(pid)  # its session id: setsid() makes it the leader
     os.close(to_child_r)
     os.close(from_child_w)

@@ -34,6 +34,7 @@ from envs.task_env import EnvFailure
 HERE = Path(__file__).resolve().parent
 SANDBOX_PYTHON = "/usr/bin/python3"  # the executor runs on the sandbox root's own Python
 BUILD_BUDGET_S = 30.0  # the executor's own budget for building a judge's view (_executor.BUILD_BUDGET_S)
+WALL_FACTOR = 4  # a script's wall-clock backstop in units of its CPU-time limit (_executor.WALL_FACTOR)
 INSTALL_HINT = ("the sandbox needs Linux user namespaces (user.max_user_namespaces > 0, and "
                 "kernel.unprivileged_userns_clone=1 where that exists), overlayfs, /usr/bin/python3, "
                 "and as root a writable cgroup (v1 pids or v2) to cap processes")
@@ -121,11 +122,13 @@ class Sandbox:
     def run(self, lang: str, code: str, args: list[str] = (), timeout: float = 30.0, view: str = "judge",
             shell: bool = False) -> Result:
         """AgentBench's independent execution: ``bash -c code -- args`` or ``python3 -c code args``.
+        ``timeout``: CPU seconds of each of its processes (a busy machine does not fail a check);
+        the wall clock stops it at ``WALL_FACTOR`` times that.
         Before ``seal`` a setup script; after it an example or a check, on ``view``: "pristine" (the
         task as the agent received it) or "judge" (the agent's effect; ``freeze`` first). ``shell``:
         bash code runs as the agent's shell runs a command (what an example sees matches)."""
         return self._result(self._call({"op": "run", "lang": lang, "code": code, "args": list(args), "timeout": timeout,
-                                        "view": view, "shell": shell}, timeout + BUILD_BUDGET_S))
+                                        "view": view, "shell": shell}, timeout * WALL_FACTOR + BUILD_BUDGET_S))
 
     def snapshot(self, close_shell: bool = False) -> None:
         """Keep the task as it stands now, before the agent acts, as the pristine view."""

@@ -196,12 +196,18 @@ def test_check_chain_passes_stdout_only_and_judge_timeout(tmp_path):
         {"description": "d", "evaluation": {"check": [None, {"language": "python", "code":
          "import sys\nsys.exit(0 if sys.argv[2] == '5\\n' and sys.argv[1] == '5' else 1)"}], "example": "echo noise >&2; echo 5"}},
         {"description": "slow", "evaluation": {"check": ["sleep 5"], "example": "true"}},
+        # the judge's limit is CPU time: a check that waits longer than it (a busy machine) passes...
+        {"description": "waits", "evaluation": {"check": ["sleep 1.5 && [ -f /root/done ]"], "example": "true"}},
+        # ...and one that computes longer than it fails
+        {"description": "spins", "evaluation": {"check": ["while :; do :; done"], "example": "true"}},
     ]
     path = tmp_path / "t.json"
     path.write_text(json.dumps(items))
     env = gym.make(ID, source="agentbench", path=str(path), judge_timeout_s=1.0)
     assert play(env, [answer("5")], options={"task_index": 0})[0]["outcome"] == "correct"
     assert play(env, [FINISH], options={"task_index": 1})[0]["outcome"] == "incorrect"
+    assert play(env, [bash("touch /root/done"), FINISH], options={"task_index": 2})[0]["outcome"] == "correct"
+    assert play(env, [FINISH], options={"task_index": 3})[0]["outcome"] == "incorrect"
     env.close()
 
 
