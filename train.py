@@ -55,8 +55,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit(f"config error: {e}")
     except CheckpointError as e:
         sys.exit(f"checkpoint save failed: {e}")
-    except Exception as e:  # noqa: BLE001  a full disk anywhere is one line; anything else is a bug to show
-        if message := disk_full(e, run_dir):
+    except Exception as e:  # noqa: BLE001  a full disk or a lost rank is one line; anything else is a bug to show
+        from lorarl.ranks import lost_process
+
+        if message := disk_full(e, run_dir) or lost_process(e, run_dir):
             sys.exit(message)
         raise
 

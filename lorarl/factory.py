@@ -28,6 +28,7 @@ from lorarl.models import build_tiny_model, load_pretrained_model, missing_local
 from lorarl.packaged import resolve
 from lorarl.module import LoopSpec, RLModule
 from lorarl.policy import Policy
+from lorarl.ranks import RankRegistry
 from lorarl.schema import ConfigError, ModelConfig, TrainConfig
 from lorarl.specs import PPOSpec
 from lorarl.strategies import build_strategy, check_launcher, world_size
@@ -55,7 +56,7 @@ def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.flo
         return load_tokenizer(str(base_dir)), load_pretrained_model(str(base_dir), dtype), str(base_dir.resolve())
     tok = build_byte_tokenizer() if model.tokenizer == "byte" else train_bpe_tokenizer(corpus(), model.bpe_vocab_size)
     lm = build_tiny_model(model.tiny, len(tok), tok.eos_token_id, tok.pad_token_id).to(dtype)
-    if _local_rank() == 0:
+    if first_process():  # every process builds the same weights; one writes them (the run dir may be shared by nodes)
         tmp = run_dir / f".tmp-{BASE_MODEL_DIR}"
         try:
             lm.save_pretrained(str(tmp))
@@ -67,8 +68,17 @@ def build_base(model: ModelConfig, run_dir: Path, dtype: torch.dtype = torch.flo
     return tok, lm, str(base_dir.resolve())
 
 
-def _local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
+def first_process() -> bool:
+    """Whether this is global rank 0, known before the process group exists: torchrun sets RANK,
+    SLURM's srun SLURM_PROCID, Lightning's own launcher NODE_RANK and LOCAL_RANK. On several nodes
+    the run directory is usually on a filesystem they share: only this process writes to it
+    before training starts."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]) == 0
+    return int(env.get("NODE_RANK", "0")) == 0 and int(env.get("LOCAL_RANK", "0")) == 0
 
 
 def _local_path_exists(model: ModelConfig) -> None:
@@ -153,7 +163,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, strategy, callbacks: list,
         logger = TensorBoardLogger(str(run_dir), name=config.logger.name, version="",
                                    **({"purge_step": purge} if purge is not None else {}))
     random_model = not (config.model.path or config.model.lora.lora_path)
-    callbacks = [*callbacks, IterationLog(epochs, sft), RunSummary(run_dir, bool(config.logger.tensorboard), sft, random_model)]
+    callbacks = [*callbacks, IterationLog(epochs, sft), RunSummary(run_dir, bool(config.logger.tensorboard), sft, random_model),
+                 RankRegistry()]
     if tr.progress_bar:
         callbacks.append(IterationProgress(epochs * steps, SFT_FIELDS, "SFT steps", per_step=True) if sft and steps
                          else IterationProgress(epochs, RL_FIELDS, "iterations"))
@@ -192,7 +203,8 @@ def _seeded_base(config: TrainConfig, run_dir: Path, corpus):
     if config.trainer.threads:
         torch.set_num_threads(config.trainer.threads)
     # Reductions split across threads add in another order: a run is bit-exact for its thread count.
-    logging.getLogger("lorarl.run").info("torch CPU threads: %d", torch.get_num_threads())
+    if first_process():  # the run's log is one file, for every node
+        logging.getLogger("lorarl.run").info("torch CPU threads: %d", torch.get_num_threads())
     # Before anything random is built: LoRA's A matrices and the value head must come out the
     # same in every run and on every rank, or resumed and distributed runs diverge.
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
@@ -279,7 +291,7 @@ def resume_path(resume: str | None, ckpt_root: Path) -> str | None:
     refuses when there are checkpoints and none verifies); null starts over, moving this run's
     checkpoints aside first so that none is overwritten."""
     if resume is None:
-        aside = ckpt.move_aside(ckpt_root, time.strftime("%Y%m%d-%H%M%S")) if _local_rank() == 0 else None
+        aside = ckpt.move_aside(ckpt_root, time.strftime("%Y%m%d-%H%M%S")) if first_process() else None
         if aside:
             log.warning("resume=null: starting over; this run's earlier checkpoints are kept in %s", aside)
         return None

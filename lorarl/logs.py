@@ -40,7 +40,8 @@ def quiet_console(progress_bar: bool = True) -> None:
     logging.getLogger("lorarl.iterations").setLevel(logging.INFO)
 
 
-def _chain(exc: BaseException):
+def chain(exc: BaseException):
+    """An exception, its cause, and theirs."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -51,7 +52,7 @@ def _chain(exc: BaseException):
 def disk_full(exc: BaseException, run_dir: Path) -> str | None:
     """One line for a full disk anywhere in ``exc``'s chain (TensorBoard's writer thread, the base
     model, a log file), naming the directory; None when the failure is something else."""
-    full = next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno in _DISK_FULL
+    full = next((e for e in chain(exc) if isinstance(e, OSError) and e.errno in _DISK_FULL
                  or "no space left on device" in str(e).lower()), None)  # safetensors' error is no OSError
     if full is None:
         return None

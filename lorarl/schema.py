@@ -210,6 +210,7 @@ def validate(c: TrainConfig) -> None:
     validate_trainer(c.trainer)
     validate_env(c.env)
     _choice("strategy.name", c.strategy.name, STRATEGIES)
+    _positive("strategy", c.strategy, "collective_timeout_s")
     _choice("precision.name", c.precision.name, PRECISIONS)
     _positive("precision", c.precision, "logprob_tolerance")
     _positive("sft", c.sft, "epochs", "batch_size", "max_tokens", "lr", "oracle_episodes")

@@ -117,3 +117,4 @@ class StrategySpec:
     activation_checkpointing: Optional[bool]  # recompute decoder activations in backward; None: for pretrained models
     offload_optimizer: bool  # DeepSpeed only: keep optimizer state on CPU
     process_group_backend: Optional[str]  # nccl on GPU, gloo on CPU when unset
+    collective_timeout_s: float  # how long a process waits for the others in a collective before it stops

@@ -39,7 +39,7 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: 
     if spec.name == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
-        return DDPStrategy(process_group_backend=spec.process_group_backend), ShardingPlan()
+        return DDPStrategy(process_group_backend=spec.process_group_backend, timeout=_timeout(spec)), ShardingPlan()
     if spec.name == "fsdp":
         # FSDP2 via ModelParallelStrategy: it runs on CPU (gloo) too, unlike FSDPStrategy (FSDP1).
         from lightning.pytorch.strategies import ModelParallelStrategy
@@ -47,7 +47,7 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: 
         # Pure data-parallel sharding: every process holds one shard ("auto" would mean one per node).
         strategy = ModelParallelStrategy(data_parallel_size=world_size, tensor_parallel_size=1,
                                          save_distributed_checkpoint=False,
-                                         process_group_backend=spec.process_group_backend)
+                                         process_group_backend=spec.process_group_backend, timeout=_timeout(spec))
         return strategy, FSDP2Plan(spec.activation_checkpointing)
     if importlib.util.find_spec("deepspeed") is None:
         raise ValueError(f"strategy.name={spec.name}: DeepSpeed is not installed; install it with "
@@ -60,7 +60,13 @@ def build_strategy(spec: StrategySpec, max_grad_norm: float | None, world_size: 
 
     stage = int(spec.name[-1])
     config = deepspeed_config(stage, max_grad_norm, spec.offload_optimizer, precision)
-    return DeepSpeedStrategy(config=config), DeepSpeedPlan(stage)
+    return DeepSpeedStrategy(config=config, timeout=_timeout(spec)), DeepSpeedPlan(stage)
+
+
+def _timeout(spec: StrategySpec):
+    from datetime import timedelta
+
+    return timedelta(seconds=spec.collective_timeout_s)
 
 
 LAUNCHER_VARIABLES = (("TORCHELASTIC_RUN_ID",), ("RANK", "WORLD_SIZE"), ("SLURM_NTASKS",), ("NODE_RANK", "MASTER_ADDR"))
