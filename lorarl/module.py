@@ -132,7 +132,8 @@ class RLModule(L.LightningModule):
 
     def _backward(self, loss: torch.Tensor, last: bool) -> None:
         self.sharding.before_backward(self, last)
-        self.manual_backward(loss)
+        with self.sharding.backward_context(self, last):
+            self.manual_backward(loss)
 
     def _step(self) -> dict[str, float]:
         """Clip and step on the gradients the minibatch's micro-batches accumulated, then clear them."""

@@ -138,7 +138,8 @@ class SFTModule(L.LightningModule):
 
     def _backward(self, loss: torch.Tensor, last: bool) -> None:
         self.sharding.before_backward(self, last)
-        self.manual_backward(loss)
+        with self.sharding.backward_context(self, last):
+            self.manual_backward(loss)
 
     def _max_over_ranks(self, n: int) -> int:
         return max_over_ranks(n, self.device)

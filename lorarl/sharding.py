@@ -54,8 +54,14 @@ class ShardingPlan:
         return contextlib.nullcontext()
 
     def before_backward(self, module, last: bool) -> None:
-        """Called before each micro-batch's backward; ``last``: the one before the optimizer step.
-        DDP and FSDP2 reduce gradients in every backward, which accumulates correctly."""
+        """Called before each micro-batch's backward; ``last``: the one before the optimizer step."""
+
+    def backward_context(self, module, last: bool):
+        """Around each micro-batch's backward. DDP: gradients are all-reduced once per optimizer
+        step, in the last micro-batch's backward (the others accumulate locally): every rank runs
+        as many micro-batches (``ppo.Batching``), so every rank's last is the same backward."""
+        block = getattr(module.trainer.strategy, "block_backward_sync", None)
+        return block() if block is not None and not last else contextlib.nullcontext()
 
     def trainable_state_dict(self, policy: nn.Module) -> dict[str, torch.Tensor]:
         """Full (unsharded) trainable tensors on CPU, keyed like ``policy.state_dict()``.
@@ -72,6 +78,10 @@ class FSDP2Plan(ShardingPlan):
 
     synced_generate = True  # sharded weights: every rank runs every decoding step
     can_merge = False  # a merge needs whole weights; gathering them per rollout would undo the sharding
+
+    def backward_context(self, module, last: bool):
+        """FSDP2 reduce-scatters each backward's gradients into the sharded ones, which add up."""
+        return contextlib.nullcontext()
 
     def __init__(self, activation_checkpointing: bool = False):
         self.activation_checkpointing = activation_checkpointing
