@@ -243,3 +243,15 @@ def test_evaluation_takes_the_runs_env_even_from_an_older_run(tmp_path):
     user = load(with_run_config(cfg, str(run / ".hydra/config.yaml"), {"adapter", "algorithm.sampling.max_new_tokens"}),
                 EvalConfig, validate_eval)
     assert user.algorithm.sampling.max_new_tokens == 64  # what the user set on the command line wins
+
+
+def test_no_reward_preset_pays_an_agent_more_for_stalling_or_garbage_than_for_a_wrong_answer():
+    """Reaching the round limit, filling the context or an unparsable reply are the agent's own
+    failures: a preset that paid them more than a wrong answer would teach RL to stall rather
+    than answer (a policy drifted to 31% task_limit_reached in 4 iterations when the limit paid -0.3
+    against -0.5)."""
+    from conftest import CONF
+
+    for preset in sorted(p.stem for p in (CONF / "reward").glob("*.yaml")):
+        r = compose([f"reward={preset}"]).reward
+        assert r.task_limit_reached <= r.incorrect and r.invalid_action <= r.incorrect, preset
