@@ -37,7 +37,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1_000_000_000, help="first task seed (held out: training uses far lower)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--arms", default=",".join(ARMS), help="which arms (a profile of one)")
     args = parser.parse_args()
+    arms = {a: ARMS[a] for a in args.arms.split(",")}
 
     import torch
 
@@ -57,9 +59,9 @@ def main():
     envs = build_envs(config.env, args.batch)
     print(f"model={args.model} adapter={args.adapter} env={args.env} tasks={args.tasks} batch={args.batch} "
           f"threads={threads}", flush=True)
-    got: dict[str, list[dict]] = {a: [] for a in ARMS}
+    got: dict[str, list[dict]] = {a: [] for a in arms}
     for r in range(args.rounds):
-        for arm, mb in ARMS.items():  # interleaved
+        for arm, mb in arms.items():  # interleaved
             sampling = replace(config.algorithm.sampling, greedy=True, prefix_cache_mb=mb)
             collector = make_collector(config.env, envs, tok, sampling, config.reward)
             generate = 0.0
@@ -95,6 +97,8 @@ def main():
                      "turns": round(rs[0]["turns"], 2), "tokens/episode": round(rs[0]["tokens_per_episode"]),
                      "prefill computed/episode": round(rs[0]["computed_per_episode"]),
                      "reused/episode": round(rs[0]["reused_per_episode"])})
+    if len(got) < 2:
+        return
     off, on = (statistics.median(x["generate_s_per_episode"] for x in got[a]) for a in ARMS)
     same = all(x["outcomes"] == got["off"][0]["outcomes"] for rs in got.values() for x in rs)
     print(table(rows, f"generation per episode, {args.env}, greedy"))

@@ -5,9 +5,11 @@ update settings, both on PEFT.
     pip install -e ".[bench]"          # TRL
     python bench/vs_trl.py             # tiny model, CPU, 1 thread, 3 rounds: about 4 minutes
     python bench/vs_trl.py --rounds 5 --batch 32 --threads 2
+    python bench/vs_trl.py --pretrained HuggingFaceTB/SmolLM2-135M-Instruct --threads 2   # the packaged real model
 
 The model (conf/model/tiny, random weights, byte tokenizer) is built once and saved; each arm
-loads it from disk. Each measurement is a fresh process (arms interleaved A, B, A, B over
+loads it from disk. ``--pretrained``: a packaged model instead (``lorarl.packaged``), both arms
+loading its local copy, with its own tokenizer and chat template. Each measurement is a fresh process (arms interleaved A, B, A, B over
 ``--rounds``), the thread count pinned in it and printed. Seconds per iteration are the median
 over the measured iterations of a process (warm-up iterations excluded); the table gives the min
 and median over rounds, and the ratio of medians. Peak RSS is the process's VmHWM.
@@ -100,7 +102,8 @@ def run_lorarl(args) -> tuple[list[float], dict[str, float]]:
         f"algorithm.sampling.max_new_tokens={args.new_tokens}", f"model.lora.rank={args.rank}",
         f"model.lora.alpha={2 * args.rank}", f"trainer.iterations={args.warmup + args.iterations + 1}",
         f"trainer.threads={args.threads}", "trainer.progress_bar=false", "trainer.checkpoint_every=0",
-        "trainer.transcripts_every=0", "logger.tensorboard=false", f"trainer.seed={args.seed}"])
+        "trainer.transcripts_every=0", "logger.tensorboard=false", f"trainer.seed={args.seed}",
+        "strategy.activation_checkpointing=false"])  # as TRL's arm (the knobs)
     with tempfile.TemporaryDirectory() as run:
         trainer, module, _ = build_run(config, run)
         trainer.callbacks.append(Clock())
@@ -170,6 +173,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrained", help="a packaged model's hub id (lorarl/packaged.py) instead of the tiny model")
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,7 +187,13 @@ def main() -> None:
     print("matched knobs: " + "; ".join(f"{k}: {v}" for k, v in knobs(args).items()), flush=True)
     runs = {a: {"s": [], "rss": [], "where": []} for a in ARMS}
     with tempfile.TemporaryDirectory() as model:
-        save_model(Path(model))
+        if args.pretrained:
+            from lorarl.packaged import resolve
+
+            model = resolve(args.pretrained)
+            print(f"model: {args.pretrained} ({model})", flush=True)
+        else:
+            save_model(Path(model))
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
                "TOKENIZERS_PARALLELISM": "false"}
         for r in range(args.rounds):

@@ -185,6 +185,8 @@ class _LeanSteps:
         if self.cache is None:
             return [(None, 0)] * len(self.rows)
         found = [self.cache.best(key, row) for key, row in zip(self.row_keys, self.rows)]
+        if not self.cache.reuse:
+            return found
         fresh = [i for i, (e, c) in enumerate(found) if len(self.rows[i]) - c > self.cache.min_shared]
         shared = self._shared_prefix([self.rows[i] for i in fresh]) if len(fresh) > 1 else None
         if shared is not None:

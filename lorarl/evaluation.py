@@ -62,8 +62,7 @@ def evaluate_policy(policy: Policy, collector: RolloutCollector, spec: EvalSpec,
         tokens += sum(sum(e.action_mask) for e in batch)
         if on_batch is not None:
             on_batch(batch)
-    if cache is not None:
-        collector.prefill = {k: v for k, v in cache.stats().items()}
+    collector.prefill = dict(cache.stats())
     return episodes, tokens / max(time.perf_counter() - start, 1e-9)
 
 

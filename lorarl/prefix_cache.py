@@ -36,8 +36,11 @@ class Entry:
 
 
 class PrefixCache:
-    def __init__(self, budget_bytes: int, min_shared: int = 32):
-        self.budget_bytes, self.min_shared = budget_bytes, min_shared
+    """``reuse`` False: nothing is kept or reused; only the prefill tokens are counted (the
+    decoder as it was before the cache, measurable)."""
+
+    def __init__(self, budget_bytes: int, min_shared: int = 32, reuse: bool = True):
+        self.budget_bytes, self.min_shared, self.reuse = budget_bytes, min_shared, reuse
         self.episodes: dict[object, Entry] = {}
         self.shared: list[Entry] = []
         self.fingerprint: tuple | None = None
@@ -54,17 +57,23 @@ class PrefixCache:
     def best(self, key, tokens: list[int]) -> tuple[Entry | None, int]:
         """The longest entry that ``tokens`` start with (leaving at least one token to compute):
         this episode's own, or a shared one; (entry, its length)."""
+        if not self.reuse:
+            return None, 0
         found = [e for e in [self.episodes.get(key), *self.shared]
                  if e is not None and len(e.tokens) < len(tokens) and tuple(tokens[: len(e.tokens)]) == e.tokens]
         entry = max(found, key=lambda e: len(e.tokens), default=None)
         return entry, (len(entry.tokens) if entry else 0)
 
     def put_episode(self, key, entry: Entry) -> None:
+        if not self.reuse:
+            return
         self.episodes.pop(key, None)
         self.episodes[key] = entry  # newest last: eviction takes the oldest
         self._fit()
 
     def put_shared(self, entry: Entry) -> None:
+        if not self.reuse:
+            return
         self.shared.append(entry)
         self._fit()
 

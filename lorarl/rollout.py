@@ -207,7 +207,7 @@ class RolloutCollector:
         abandoned = []  # steps of episodes ended by their time budget: their envs are busy until these return
         self.timing = {"generate_s": 0.0, "env_wait_s": 0.0}
         cache = prefix_cache if prefix_cache is not None else self.new_prefix_cache()
-        counted = cache.stats() if cache else {}
+        counted = cache.stats()
         while any_rank_active(any(not e.done for e in episodes)):
             if pending:
                 waited = time.perf_counter()
@@ -236,15 +236,15 @@ class RolloutCollector:
                 pending[self.pool.submit(_timed, episodes[i], self.envs[i].step, reply)] = i
             ready = []
         wait([*pending, *abandoned])  # an episode ended by its time budget still owns its env until the step returns
-        if cache is not None:
-            cache.end_batch()
-            self.prefill = {k: v - counted.get(k, 0.0) for k, v in cache.stats().items() if k != "prefill_reused_share"}
+        cache.end_batch()
+        self.prefill = {k: v - counted.get(k, 0.0) for k, v in cache.stats().items() if k != "prefill_reused_share"}
         return episodes
 
-    def new_prefix_cache(self) -> PrefixCache | None:
-        """A prefix cache of ``sampling.prefix_cache_mb`` (None when that is 0)."""
+    def new_prefix_cache(self) -> PrefixCache:
+        """A prefix cache of ``sampling.prefix_cache_mb``; with 0, one that only counts the tokens
+        prefilled (the ``perf/prefill_*`` figures of every run)."""
         mb = self.sampling.prefix_cache_mb
-        return PrefixCache(mb << 20) if mb else None
+        return PrefixCache(mb << 20, reuse=mb > 0)
 
     def _wait(self, pending: dict, episodes: list["Episode"], can_generate: bool) -> None:
         """Wait for the env steps in flight: all of them (reproducible), up to the first episode's

@@ -1,0 +1,238 @@
+"""Does RL make a real language model better at the envs? SmolLM2-135M-Instruct, SFT on executed
+oracle transcripts, then GRPO and PPO from that adapter, against the SFT adapter alone (the control:
+RL at lr = 0 leaves the SFT adapter as it is) and the base model, for several seeds, on tasks never
+trained on: generated tasks of every skill (seeds from 1e9) and AgentBench's dev split.
+
+    python bench/real_learning.py --env db_bench                      # 3 seeds; hours on 2 cores
+    python bench/real_learning.py --env os_interaction --seeds 0 trainer.iterations=4   # a quick look
+
+Every step is a command a user can run (train.py, evaluate.py), its output kept under ``--work``;
+a rerun skips what finished (and evaluate.py continues an interrupted evaluation), so the study
+survives interruptions. The recipe is the env's experiment preset (conf/experiment/smollm2_db.yaml,
+smollm2_os.yaml); extra Hydra overrides apply to every training run. Prints the table (success
+with Wilson intervals, per skill, paired McNemar tests of each RL arm against SFT on the same
+tasks, pooled over seeds), appends it to bench/results.jsonl and draws ``--png`` (held-out
+success vs RL iteration, each arm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from bench.common import record, table  # noqa: E402
+
+PRESETS = {"db_bench": "smollm2_db", "os_interaction": "smollm2_os"}
+AGENTBENCH = {"db_bench": ("dbbench/dev.jsonl", 60), "os_interaction": ("os_interaction/dev.json", 26)}
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ARMS = {"grpo": [], "ppo": ["algorithm=ppo"]}
+HELD_OUT_SEED = 1_000_000_000  # trainer.eval_seed: periodic evaluation and evaluate.py play the same tasks
+
+
+def sh(cmd: list[str], log: Path) -> None:
+    """Run a step, its output to ``log``; stop the study with the log's tail if it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    print(f"  {time.perf_counter() - t0:7.0f} s  {' '.join(cmd[1:4])} ... ({log.name})", flush=True)
+    if code != 0:
+        raise SystemExit(f"failed ({code}): {' '.join(cmd)}\n" + "".join(log.read_text().splitlines(True)[-20:]))
+
+
+def evaluate(adapter: str, report: Path, env: str, shared: Path, args, agentbench: bool) -> dict:
+    """Greedy evaluation of an adapter ("none": the base model) on the held-out tasks; the report."""
+    if not report.exists():
+        cmd = [sys.executable, "evaluate.py", f"adapter={adapter}", f"report={report}", "baseline=false",
+               f"env={env}", "batch_size=8"]
+        if adapter == "none":
+            cmd.append(f"model_path={MODEL}")
+        if agentbench:
+            path, n = AGENTBENCH[env]
+            cmd += ["env.kwargs.source=agentbench", f"env.kwargs.path={shared / path}", "by_task_index=true",
+                    f"num_samples={n}"]
+        else:
+            cmd += [f"num_samples={args.tasks}", f"seed={HELD_OUT_SEED}"]
+        sh(cmd, report.with_suffix(".log"))
+    return json.loads(report.read_text())
+
+
+def newest(run: Path) -> str:
+    found = sorted((run / "checkpoints").glob("iter_*"))
+    if not found:
+        raise SystemExit(f"{run}: no checkpoint")
+    return str(found[-1])
+
+
+def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
+    preset = PRESETS[args.env]
+    here = work / f"seed{seed}"
+    data = here / "transcripts.jsonl"
+    if not data.exists():
+        first = 10_000 + 100_000 * seed  # this seed's training tasks; held-out tasks are 1e9 + i
+        sh([sys.executable, "scripts/make_transcripts.py", "--env", args.env, "--episodes", str(args.transcripts),
+            "--seed", str(first), "--out", str(data)], here / "transcripts.log")
+    sft = here / "sft"
+    common = [f"experiment={preset}", f"trainer.seed={seed}", "trainer.progress_bar=false"]
+    if not list((sft / "checkpoints").glob("iter_*")):
+        sh([sys.executable, "train.py", *common, "stage=sft", f"sft.data={data}", f"hydra.run.dir={sft}",
+            *args.overrides], here / "sft.log")
+    sft_adapter = newest(sft)
+    out = {"seed": seed, "sft": {"gen": evaluate(sft_adapter, here / "eval/sft_gen.json", args.env, shared, args, False)},
+           "arms": {}}
+    if args.agentbench:
+        out["sft"]["ab"] = evaluate(sft_adapter, here / "eval/sft_ab.json", args.env, shared, args, True)
+    for arm, extra in ARMS.items():
+        if arm not in args.arms:
+            continue
+        run = here / arm
+        done = run / "DONE"
+        if not done.exists():
+            sh([sys.executable, "train.py", *common, "stage=rl", f"model.lora.lora_path={sft_adapter}", *extra,
+                f"hydra.run.dir={run}", *args.overrides], here / f"{arm}.log")
+            done.write_text("ok")
+        adapter = newest(run)
+        res = {"gen": evaluate(adapter, here / f"eval/{arm}_gen.json", args.env, shared, args, False),
+               "curve": curve(run)}
+        if args.agentbench:
+            res["ab"] = evaluate(adapter, here / f"eval/{arm}_ab.json", args.env, shared, args, True)
+        out["arms"][arm] = res
+    return out
+
+
+def curve(run: Path) -> dict:
+    """Held-out success of the periodic evaluations (iteration -> success) and training reward."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = next(run.rglob("events.out.tfevents*"), None)
+    if events is None:
+        return {}
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    get = lambda tag: {int(e.step): e.value for e in acc.Scalars(tag)} if tag in tags else {}  # noqa: E731
+    return {"eval": get("eval/success_rate"), "reward": get("rollout/reward_mean"), "train_success": get("rollout/success_rate"),
+            "kl": get("rollout/kl_to_base_k3")}
+
+
+def successes(report: dict) -> dict[int, bool]:
+    return {e["task"]: e["outcome"] == "correct" for e in report["episodes"]}
+
+
+def summarize(results: list[dict], base: dict, key: str) -> list[dict]:
+    """Rows: base, SFT, each arm; success over seeds, pooled Wilson interval, McNemar vs SFT pooled."""
+    sys.path[:0] = [str(ROOT)]
+    from lorarl.stats import mcnemar_exact, wilson_interval
+
+    rows = []
+
+    def row(name: str, reports: list[dict], against: list[dict] | None):
+        rates = [r["metrics"]["success_rate"] for r in reports]
+        wins = sum(sum(successes(r).values()) for r in reports)
+        n = sum(len(r["episodes"]) for r in reports)
+        lo, hi = wilson_interval(wins, n)
+        entry = {"model": name, "success (mean of seeds)": round(statistics.mean(rates), 3),
+                 "per seed": " ".join(f"{x:.3f}" for x in rates), "95% CI (pooled)": f"[{lo:.2f}, {hi:.2f}]",
+                 "vs SFT": "", "McNemar p": ""}
+        if against:
+            only_me = only_sft = 0
+            for mine, sft in zip(reports, against):
+                a, b = successes(mine), successes(sft)
+                only_me += sum(a[t] and not b[t] for t in a if t in b)
+                only_sft += sum(b[t] and not a[t] for t in a if t in b)
+            entry["vs SFT"] = f"{statistics.mean(rates) - statistics.mean(s['metrics']['success_rate'] for s in against):+.3f}"
+            entry["McNemar p"] = f"{mcnemar_exact(only_me, only_sft):.3g} ({only_me} vs {only_sft})"
+        rows.append(entry)
+
+    row("base (no training)", [base], None)
+    sft = [r["sft"][key] for r in results]
+    row("SFT only (control)", sft, None)
+    for arm in results[0]["arms"]:
+        row(f"SFT + {arm.upper()}", [r["arms"][arm][key] for r in results], sft)
+    return rows
+
+
+def per_skill(results: list[dict]) -> list[dict]:
+    """Generated held-out success per skill (task type), mean over seeds."""
+    models = {"SFT": [r["sft"]["gen"] for r in results],
+              **{f"SFT+{a.upper()}": [r["arms"][a]["gen"] for r in results] for a in results[0]["arms"]}}
+    skills = sorted({k.split("/", 1)[1] for reps in models.values() for r in reps for k in r["metrics"]
+                     if k.startswith("success_rate/")})
+    return [{"skill": s, **{m: round(statistics.mean(r["metrics"].get(f"success_rate/{s}", float("nan")) for r in reps), 3)
+                            for m, reps in models.items()}} for s in skills]
+
+
+def plot(results: list[dict], sft_rate: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for arm in results[0]["arms"]:
+        steps = sorted(results[0]["arms"][arm]["curve"].get("eval", {}))
+        xs = [0, *steps]
+        ys = [[r["sft"]["gen"]["metrics"]["success_rate"] for r in results],
+              *[[r["arms"][arm]["curve"]["eval"].get(s, float("nan")) for r in results] for s in steps]]
+        line, = ax1.plot(xs, [statistics.mean(y) for y in ys], marker="o", label=f"SFT + {arm.upper()}")
+        ax1.fill_between(xs, [min(y) for y in ys], [max(y) for y in ys], alpha=0.15, color=line.get_color())
+        rew = sorted(results[0]["arms"][arm]["curve"].get("reward", {}))
+        ax2.plot(rew, [statistics.mean(r["arms"][arm]["curve"]["reward"].get(s, float("nan")) for r in results) for s in rew],
+                 label=arm.upper(), color=line.get_color())
+    ax1.axhline(sft_rate, color="gray", linestyle="--", label="SFT only (control)")
+    ax1.set(xlabel="RL iteration (0 = after SFT)", ylabel="held-out success (greedy)", title=f"{title}: held-out success")
+    ax2.set(xlabel="RL iteration", ylabel="mean episode reward (sampled)", title=f"{title}: training reward")
+    ax1.legend()
+    ax2.legend()
+    fig.suptitle(f"SmolLM2-135M-Instruct on a 2-core CPU, mean of {len(results)} seeds (band: min-max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", choices=sorted(PRESETS), default="db_bench")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default="grpo,ppo")
+    p.add_argument("--tasks", type=int, default=48, help="generated held-out tasks")
+    p.add_argument("--transcripts", type=int, default=240, help="oracle transcripts for SFT")
+    p.add_argument("--work", default=None, help="where every run and report goes (default runs/study_<env>)")
+    p.add_argument("--shared", default=str(ROOT.parent / "shared/data/agentbench"))
+    p.add_argument("--no-agentbench", dest="agentbench", action="store_false")
+    p.add_argument("--png", default=None)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
+    args = p.parse_args()
+    args.arms = args.arms.split(",")
+    work = Path(args.work or ROOT / "runs" / f"study_{args.env}").resolve()
+    shared = Path(args.shared).resolve()
+    args.agentbench = args.agentbench and (shared / AGENTBENCH[args.env][0]).exists()
+    start = time.perf_counter()
+    print(f"study: {args.env}, seeds {args.seeds}, arms {args.arms}, work {work}", flush=True)
+    results = [one_seed(int(s), args, work, shared) for s in args.seeds.split(",")]
+    base = {"gen": evaluate("none", work / "base_gen.json", args.env, shared, args, False)}
+    if args.agentbench:
+        base["ab"] = evaluate("none", work / "base_ab.json", args.env, shared, args, True)
+    out = {"generated": summarize(results, base["gen"], "gen"), "skills": per_skill(results)}
+    print(table(out["generated"], f"{args.env}: {args.tasks} generated held-out tasks, greedy, {len(results)} seeds"))
+    print(table(out["skills"], f"{args.env}: generated held-out success per skill (mean of seeds)"))
+    if args.agentbench:
+        out["agentbench"] = summarize(results, base["ab"], "ab")
+        print(table(out["agentbench"], f"{args.env}: AgentBench dev split ({AGENTBENCH[args.env][1]} tasks), greedy"))
+    png = Path(args.png) if args.png else ROOT / "docs" / f"learning_{args.env}.png"
+    plot(results, statistics.mean(r["sft"]["gen"]["metrics"]["success_rate"] for r in results), png, args.env)
+    print(f"wrote {png}; {time.perf_counter() - start:.0f} s")
+    record("real_learning", {"args": vars(args), **out})
+
+
+if __name__ == "__main__":
+    main()
