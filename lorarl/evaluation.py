@@ -9,6 +9,7 @@ print them side by side and write a JSON report per model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lorarl.lora import is_lora, merged_for_inference
 from lorarl.metrics import episode_metrics, per_task_type
 from lorarl.policy import Policy
 from lorarl.rewards import OUTCOMES
@@ -255,8 +257,10 @@ def _evaluate_one(name: str, config, spec: EvalSpec, envs) -> tuple[dict, list] 
     progress = Progress(_report_path(name, config), name, config)
     done, todo = progress.resume(tasks_of(spec))
     torch.manual_seed(config.seed)  # every model samples from the same stream (pairs stay comparable)
+    merge = config.algorithm.sampling.merge_adapter is not False and is_lora(policy.lm)
     try:
-        played, tps = evaluate_policy(policy, collector, spec, tasks=todo, on_batch=progress.add)
+        with merged_for_inference(policy.lm) if merge else contextlib.nullcontext():
+            played, tps = evaluate_policy(policy, collector, spec, tasks=todo, on_batch=progress.add)
     except KeyboardInterrupt:
         progress.interrupted(spec)
         raise
