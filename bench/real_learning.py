@@ -102,8 +102,12 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
                 f"hydra.run.dir={run}", *args.overrides], here / f"{arm}.log")
             done.write_text("ok")
         adapter = newest(run)
-        res = {"gen": evaluate(adapter, here / f"eval/{arm}_gen.json", args.env, shared, args, False),
-               "curve": curve(run)}
+        # the run's own held-out evaluation at its last iteration (PeriodicEvaluation's report: the
+        # same tasks and greedy decoding as evaluate.py), else evaluate.py
+        last = sorted((run / "eval").glob("iter_*.json"))
+        final = json.loads(last[-1].read_text()) if last and last[-1].stem == Path(adapter).name else None
+        res = {"gen": final if final and len(final["episodes"]) == args.tasks
+               else evaluate(adapter, here / f"eval/{arm}_gen.json", args.env, shared, args, False), "curve": curve(run)}
         if args.agentbench:
             res["ab"] = evaluate(adapter, here / f"eval/{arm}_ab.json", args.env, shared, args, True)
         out["arms"][arm] = res

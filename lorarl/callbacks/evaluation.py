@@ -1,14 +1,19 @@
 """Periodic evaluation during training, with the same code and metric names as ``evaluate.py``.
 
 Runs greedy episodes on a held-out seed range (far from the training seeds) every N
-iterations and logs ``eval/<metric>`` next to the training curves' ``rollout/<metric>``.
+iterations and logs ``eval/<metric>`` next to the training curves' ``rollout/<metric>``; each
+evaluation's episodes are kept as a report like evaluate.py's (``<run>/eval/iter_NNNNNN.json``:
+metrics, intervals, every episode with its transcript), so runs can be compared task by task.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import lightning as L
 
-from lorarl.evaluation import EvalSpec, evaluate_policy
+from lorarl.evaluation import EvalSpec, confidence, episode_records, evaluate_policy
 from lorarl.metrics import episode_metrics, log_synced, prefixed
 from lorarl.rollout import RolloutCollector
 
@@ -32,3 +37,9 @@ class PeriodicEvaluation(L.Callback):
         metrics = episode_metrics(episodes)
         self.history.append({"iteration": done, "episodes": len(episodes), **metrics})
         self.last = log_synced(module, prefixed("eval", metrics), step=done)
+        if trainer.is_global_zero:
+            report = Path(trainer.default_root_dir) / "eval" / f"iter_{done:06d}.json"
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps({"iteration": done, "seed": self.spec.seed, "metrics": metrics,
+                                          "confidence": confidence(episodes), "episodes": episode_records(episodes)},
+                                         indent=1, default=str))

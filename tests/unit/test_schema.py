@@ -160,7 +160,9 @@ def test_valid_overrides_compose():
 def test_every_experiment_preset_composes_into_a_valid_recipe(preset):
     c = compose([f"experiment={preset}"])
     assert c.stage == "warmstart" and c.run_name == preset and c.sft.oracle_episodes > 0
-    assert c.trainer.eval_samples >= 100  # held-out success before and after RL, on enough tasks to tell
+    # held-out success is measured at the end of RL too, on enough tasks to see a change of ~0.15
+    assert c.trainer.eval_samples >= 48 and c.trainer.eval_every > 0
+    assert c.trainer.iterations % c.trainer.eval_every == 0
 
 
 def test_every_default_has_one_home_the_yaml():
@@ -229,6 +231,7 @@ def test_evaluation_takes_the_runs_env_even_from_an_older_run(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "checkpoints/iter_000001").mkdir(parents=True)
+    (run / "checkpoints/iter_000001/adapter_config.json").write_text("{}")
     OmegaConf.save({"env": {"id": "lorarl/TargetWord-v0", "kwargs": {"max_turns": 3}, "system_prompt": None,
                             "envs_per_rank": 16},
                     "reward": {"correct": 2.0}, "algorithm": {"sampling": {"max_new_tokens": 7}}}, run / ".hydra/config.yaml")
