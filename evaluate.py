@@ -30,6 +30,9 @@ def _config(cfg: DictConfig, overrides: list[str]):
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from lorarl.allocator import return_freed_memory
+
+    return_freed_memory()  # freed tensor memory goes back to the OS: peak RSS follows the token budget
     from lorarl.evaluation import EvalError
     from lorarl.logs import quiet_console
     from lorarl.schema import ConfigError

@@ -26,6 +26,9 @@ CONF = str(Path(__file__).resolve().parent / "conf")
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from lorarl.allocator import return_freed_memory
+
+    return_freed_memory()  # freed tensor memory goes back to the OS: peak RSS follows the token budget
     from lorarl.checkpointing import CheckpointError
     from lorarl.logs import discard_run_dir, disk_full, fresh_run_dir, quiet_console, quiet_disk_full_in_threads
     from lorarl.schema import ConfigError, load

@@ -5,6 +5,7 @@ trained on: generated tasks of every skill (seeds from 1e9) and AgentBench's dev
 
     python bench/real_learning.py --env db_bench                      # 3 seeds; hours on 2 cores
     python bench/real_learning.py --env os_interaction --seeds 0 trainer.iterations=4   # a quick look
+    python bench/real_learning.py --sft-adapter runs/x/checkpoints/iter_000001 --arms grpo   # RL seeds from one SFT
 
 Every step is a command a user can run (train.py, evaluate.py), its output kept under ``--work``;
 a rerun skips what finished (and evaluate.py continues an interrupted evaluation), so the study
@@ -78,20 +79,23 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
     preset = PRESETS[args.env]
     here = work / f"seed{seed}"
     data = here / "transcripts.jsonl"
-    if not data.exists():
+    if not data.exists() and not args.sft_adapter:
         first = 10_000 + 100_000 * seed  # this seed's training tasks; held-out tasks are 1e9 + i
         sh([sys.executable, "scripts/make_transcripts.py", "--env", args.env, "--episodes", str(args.transcripts),
             "--seed", str(first), "--out", str(data)], here / "transcripts.log")
     sft = here / "sft"
     common = [f"experiment={preset}", f"trainer.seed={seed}", "trainer.progress_bar=false"]
-    if not list((sft / "checkpoints").glob("iter_*")):
-        sh([sys.executable, "train.py", *common, "stage=sft", f"sft.data={data}", f"hydra.run.dir={sft}",
-            *args.overrides], here / "sft.log")
-    sft_adapter = newest(sft)
-    out = {"seed": seed, "sft": {"gen": evaluate(sft_adapter, here / "eval/sft_gen.json", args.env, shared, args, False)},
+    if args.sft_adapter:  # every seed's RL starts from the same SFT adapter: the spread is RL's alone
+        sft_adapter, evals = args.sft_adapter, work / "eval"
+    else:
+        if not list((sft / "checkpoints").glob("iter_*")):
+            sh([sys.executable, "train.py", *common, "stage=sft", f"sft.data={data}", f"hydra.run.dir={sft}",
+                *args.overrides], here / "sft.log")
+        sft_adapter, evals = newest(sft), here / "eval"
+    out = {"seed": seed, "sft": {"gen": evaluate(sft_adapter, evals / "sft_gen.json", args.env, shared, args, False)},
            "arms": {}}
     if args.agentbench:
-        out["sft"]["ab"] = evaluate(sft_adapter, here / "eval/sft_ab.json", args.env, shared, args, True)
+        out["sft"]["ab"] = evaluate(sft_adapter, evals / "sft_ab.json", args.env, shared, args, True)
     for arm, extra in ARMS.items():
         if arm not in args.arms:
             continue
@@ -213,10 +217,12 @@ def main():
     p.add_argument("--work", default=None, help="where every run and report goes (default runs/study_<env>)")
     p.add_argument("--shared", default=str(ROOT.parent / "shared/data/agentbench"))
     p.add_argument("--no-agentbench", dest="agentbench", action="store_false")
+    p.add_argument("--sft-adapter", default=None, help="one SFT adapter for every seed (skips SFT; seeds vary RL only)")
     p.add_argument("--png", default=None)
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
     args = p.parse_args()
     args.arms = args.arms.split(",")
+    args.sft_adapter = args.sft_adapter and str(Path(args.sft_adapter).resolve())
     work = Path(args.work or ROOT / "runs" / f"study_{args.env}").resolve()
     shared = Path(args.shared).resolve()
     args.agentbench = args.agentbench and (shared / AGENTBENCH[args.env][0]).exists()

@@ -1,6 +1,7 @@
 """Peak memory and time of one PPO minibatch update (forward + backward + its micro-batches) as
 episodes grow: the whole minibatch in one padded forward (how lorarl sized work before: in
-episodes) against micro-batches of at most ``--budget`` tokens (``trainer.micro_batch_tokens``).
+episodes) against micro-batches of at most ``--budget`` tokens (``trainer.micro_batch_tokens``),
+with shared prefixes computed once (``budget``) or every episode in its own row (``plain``).
 
     python bench/token_budget.py                                  # SmolLM2-135M, 8 episodes, 512..4096 tokens
     python bench/token_budget.py --model tiny --lengths 512,2048 --rounds 3
@@ -73,6 +74,10 @@ def measure(arm: str, length: int, args) -> dict:
     from lorarl.types import RolloutBatch
 
     torch.set_num_threads(args.threads)
+    if args.allocator == "fixed":  # what train.py does (lorarl.allocator)
+        from lorarl.allocator import return_freed_memory
+
+        return_freed_memory()
     config = compose(["model.lora.rank=8"])
     if args.model in MODELS:
         lm = load_pretrained_model(MODELS[args.model])
@@ -88,7 +93,7 @@ def measure(arm: str, length: int, args) -> dict:
     spec = ppo.PPOSpec.of(compose(["algorithm=grpo"]).algorithm)
     adv = torch.randn(args.rows)[:, None] * actions
     targets = ppo.Targets(adv, torch.zeros_like(adv), torch.zeros_like(adv), torch.zeros_like(adv), None)
-    budget = args.budget if arm == "budget" else 1 << 40
+    budget = 1 << 40 if arm == "minibatch" else args.budget
     batching = ppo.Batching(budget, CostModel.of(lm), 0, share_prefixes=arm == "budget")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM (peak RSS) to the current RSS
@@ -118,6 +123,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cap-gb", type=int, default=20, help="address-space cap of each measurement, GiB")
     parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--allocator", choices=["fixed", "glibc"], default="fixed",
+                        help="fixed: train.py's fixed mmap threshold (lorarl.allocator); glibc: its default")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -126,7 +133,7 @@ def main():
     arms, lengths = args.arms.split(","), [int(x) for x in args.lengths.split(",")]
     print(f"model={args.model} {args.rows} episodes (groups of {args.group}, {args.shared} shared tokens) "
           f"budget={args.budget} threads={args.threads} activation_checkpointing={args.activation_checkpointing} "
-          f"cap={args.cap_gb} GiB", flush=True)
+          f"cap={args.cap_gb} GiB allocator={args.allocator}", flush=True)
     got: dict[tuple[str, int], list[dict]] = {}
     for r in range(args.rounds):
         for length in lengths:
