@@ -290,6 +290,18 @@ def readable(fds, timeout_s):
     return [fd for fd, _ in poller.poll(max(0, int(timeout_s * 1000 + 0.999)))]
 
 
+def discard(fd, max_bytes=64 << 20, seconds=1.0):
+    """Read and drop what ``fd`` holds now, and what its writers add for up to ``seconds`` (a writer
+    blocked on the full pipe goes on once it is read), up to ``max_bytes``. A writer that never
+    stops floods the next command's output instead, which restarts the shell and its jobs."""
+    deadline, total = time.monotonic() + seconds, 0
+    while total < max_bytes and time.monotonic() < deadline and readable([fd], 0):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        total += len(chunk)
+
+
 def drain(fd, buf, max_bytes):
     while len(buf) <= max_bytes and readable([fd], 0):
         chunk = os.read(fd, 65536)
@@ -888,6 +900,7 @@ class Shell:
     def run(self, cmd, timeout, max_bytes):
         restarted = self.ensure()
         drain(self.status_r, bytearray(), 1 << 16)  # a status a command forged earlier is stale now
+        discard(self.out_r)  # what background jobs printed since the last command is not this command's output
         try:
             os.write(self.cmd_w, cmd.replace("\0", "").encode("utf-8", "replace") + b"\0")
         except BrokenPipeError:

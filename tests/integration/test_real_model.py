@@ -18,9 +18,9 @@ def test_sft_then_rl_on_the_packaged_model(tmp_path):
     from lorarl import transcripts
 
     data = tmp_path / "db.jsonl"
-    transcripts.write(transcripts.oracle_transcripts("lorarl/DBBench-v0", {}, range(500, 509)), data)
+    transcripts.write(transcripts.oracle_transcripts("lorarl/DBBench-v0", {}, range(500, 504)), data)
     quick = ["model=smollm2-135m", "env=db_bench", "trainer.progress_bar=false"]
-    sft = run_train([*quick, "stage=sft", f"sft.data={data}", "sft.epochs=1", "sft.batch_size=8", "sft.lr=2e-4",
+    sft = run_train([*quick, "stage=sft", f"sft.data={data}", "sft.epochs=1", "sft.batch_size=2", "sft.lr=2e-4",
                      f"hydra.run.dir={tmp_path / 'sft'}"], cwd=ROOT)
     assert sft.returncode == 0, sft.stderr[-3000:]
     adapter = tmp_path / "sft/checkpoints/iter_000001"

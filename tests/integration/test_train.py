@@ -102,6 +102,7 @@ def _reward_curve(overrides, run_dir):
     return curve
 
 
+@pytest.mark.slow  # the suite's learning check is test_the_learning_demo_raises_held_out_success
 def test_policy_learns_on_toy_env_and_not_with_zero_lr(tmp_path):
     learn = _reward_curve(["trainer.iterations=40"], tmp_path / "a")
     frozen = _reward_curve(["trainer.iterations=40", "algorithm.optim.lr=0"], tmp_path / "b")
