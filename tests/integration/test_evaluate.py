@@ -119,7 +119,9 @@ def test_an_interrupted_evaluation_keeps_what_finished_and_the_same_command_cont
     import time
 
     ckpt = trained / "checkpoints/iter_000004"
-    args = [f"adapter={ckpt}", "env=target_word", "env.id=jitter:jitter/TargetWord-v0", "+env.kwargs.max_delay_s=0.4",
+    gate = tmp_path / "go"  # the 2 envs wait at their 3rd reset until it exists: the run stops at 4/10 on any machine
+    args = [f"adapter={ckpt}", "env=target_word", "env.id=jitter:jitter/TargetWord-v0", "+env.kwargs.max_delay_s=0.1",
+            f"+env.kwargs.gate_file={gate}", "+env.kwargs.gate_after_resets=2",
             "num_samples=10", "batch_size=2", "baseline=false", f"model_path={trained / 'base_model'}"]
     cmd = [sys.executable, str(ROOT / "evaluate.py"), *args, f"report={tmp_path / 'a.json'}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -132,7 +134,8 @@ def test_an_interrupted_evaluation_keeps_what_finished_and_the_same_command_cont
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "run the same command to continue" in err, seen + err
     partial = json.loads((tmp_path / "a.partial.json").read_text())
-    assert partial["partial"] and 4 <= partial["episodes_done"] < 10 and partial["metrics"]["episodes"] == partial["episodes_done"]
+    assert partial["partial"] and partial["episodes_done"] == 4 and partial["metrics"]["episodes"] == 4
+    gate.touch()
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                            env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
     assert again.returncode == 0 and "continuing an interrupted evaluation" in again.stderr, again.stderr[-2000:]
