@@ -131,11 +131,13 @@ def test_an_interrupted_evaluation_keeps_what_finished_and_the_same_command_cont
     while "4/10 episodes" not in seen and time.monotonic() < deadline:
         seen += proc.stderr.readline()
     proc.send_signal(signal.SIGINT)
+    while not (tmp_path / "a.partial.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gate.touch()  # an env thread waiting at the gate would otherwise hold the interpreter's exit
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "run the same command to continue" in err, seen + err
     partial = json.loads((tmp_path / "a.partial.json").read_text())
     assert partial["partial"] and partial["episodes_done"] == 4 and partial["metrics"]["episodes"] == 4
-    gate.touch()
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                            env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
     assert again.returncode == 0 and "continuing an interrupted evaluation" in again.stderr, again.stderr[-2000:]
