@@ -124,9 +124,8 @@ def test_an_interrupted_evaluation_keeps_what_finished_and_the_same_command_cont
             f"+env.kwargs.gate_file={gate}", "+env.kwargs.gate_after_resets=2",
             "num_samples=10", "batch_size=2", "baseline=false", f"model_path={trained / 'base_model'}"]
     cmd = [sys.executable, str(ROOT / "evaluate.py"), *args, f"report={tmp_path / 'a.json'}"]
-    # Ctrl-C as a terminal sends it: with SIGINT at its default in the child, whatever an earlier
-    # test left in this process (Lightning's interrupt path ignores SIGINT before it exits; children
-    # inherit an ignored signal)
+    # Ctrl-C as a terminal sends it: SIGINT at its default in the child, however the suite was
+    # started (a background job of a non-interactive shell ignores SIGINT, and children inherit that)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
