@@ -34,7 +34,7 @@ class EvalError(ValueError):
 
 @dataclass
 class EvalSpec:
-    num_samples: int  # tasks (episodes generated len(collector.envs) at a time)
+    num_samples: int  # tasks (at most len(collector.envs) episodes at a time)
     seed: int  # task seeds: seed + i (kept away from training's seed range)
     by_task_index: bool = False  # walk a task file in order (task i = episode i) instead of seeding
     samples_per_task: int = 1  # episodes per task (pass@k); more than 1 needs sampling, not greedy
@@ -49,21 +49,18 @@ def evaluate_policy(policy: Policy, collector: RolloutCollector, spec: EvalSpec,
                     any_rank_active=bool, tasks: list[int] | None = None,
                     on_batch=None) -> tuple[list[Episode], float]:
     """Run ``samples_per_task`` episodes of each of ``num_samples`` tasks (or the episodes of
-    ``tasks``, task indices); (episodes, generated tokens/s). An episode's ``group_id`` is its
-    task. ``on_batch(episodes)`` is called after each batch (evaluate.py saves them as it goes).
-    Sharded policies pass the rank sync (``RLModule.any_rank``) so every rank joins every generation."""
-    n_envs = len(collector.envs)
+    ``tasks``, task indices), ``len(collector.envs)`` at a time, an env that finishes one taking
+    the next; (episodes in task order, generated tokens/s). An episode's ``group_id`` is its
+    task. ``on_batch(episodes)`` is called with the episodes that ended, as they end (evaluate.py
+    saves them as it goes). Sharded policies pass the rank sync (``RLModule.any_rank``) so every
+    rank joins every generation."""
     tasks = tasks_of(spec) if tasks is None else tasks
-    episodes, tokens, start = [], 0, time.perf_counter()
-    cache = collector.new_prefix_cache()  # the weights do not change between batches: one cache for all
-    for first in range(0, len(tasks), n_envs):
-        ids = tasks[first:first + n_envs]
-        opts = [{"task_index": i} for i in ids] if spec.by_task_index else None
-        batch = collector.collect(policy, [spec.seed + i for i in ids], ids, synced_gpus, any_rank_active, opts, cache)
-        episodes += batch
-        tokens += sum(sum(e.action_mask) for e in batch)
-        if on_batch is not None:
-            on_batch(batch)
+    start = time.perf_counter()
+    cache = collector.new_prefix_cache()  # the weights do not change during an evaluation: one cache for all
+    opts = [{"task_index": i} for i in tasks] if spec.by_task_index else None
+    episodes = collector.collect(policy, [spec.seed + i for i in tasks], tasks, synced_gpus, any_rank_active, opts,
+                                 cache, on_batch)
+    tokens = sum(sum(e.action_mask) for e in episodes)
     collector.prefill = dict(cache.stats())
     return episodes, tokens / max(time.perf_counter() - start, 1e-9)
 

@@ -6,7 +6,7 @@ Two kinds of entries:
 - *episode* entries: everything an episode's last turn computed (its prompt, and its reply but for
   the last sampled token, which was never fed back). Its next turn starts with exactly those
   tokens (rollouts are token-in/token-out), so it prefills only what came after: the reply's last
-  token, the end of turn and the new observation. Dropped when the batch of episodes ends.
+  token, the end of turn and the new observation. Dropped when the episode ends.
 - *shared* entries: a prefix that several episodes start with (an env's instructions and
   one-shot example), computed once and kept across the batches of one evaluation or iteration.
 
@@ -76,6 +76,10 @@ class PrefixCache:
             return
         self.shared.append(entry)
         self._fit()
+
+    def end_episode(self, key) -> None:
+        """The episode is over: its entry goes (shared prefixes stay)."""
+        self.episodes.pop(key, None)
 
     def end_batch(self) -> None:
         """The batch's episodes are over: their entries go; shared prefixes stay."""

@@ -6,7 +6,9 @@ template, tokenized once, and appended with action_mask False. The trajectory is
 and re-tokenized: the ids trained on are exactly the ids sampled.
 
 Each round, the episodes whose observation has arrived are left-padded into one batch and
-generated together; env steps run on a thread pool meanwhile (``RolloutCollector``).
+generated together; env steps run on a thread pool meanwhile (``RolloutCollector``). With more
+episodes than envs, an env whose episode ended starts the next one before the next round, so
+rounds stay full until the last episodes (continuous batching).
 """
 
 from __future__ import annotations
@@ -133,8 +135,45 @@ class _Reset(NamedTuple):
     info: dict
 
 
+class _Slots:
+    """Which env plays which episode, and the env calls in flight. An env is free once its
+    episode has ended and its last call has returned (a step abandoned at the time budget still
+    runs on it)."""
+
+    def __init__(self, n_envs: int, n_episodes: int):
+        self.n_envs, self.n_episodes = n_envs, n_episodes
+        self.env_of: dict[int, int] = {}  # episode index -> env index
+        self.playing: list[int | None] = [None] * n_envs  # env index -> episode index
+        self.last_call: list = [None] * n_envs  # env index -> its latest future
+        self.pending: dict = {}  # future -> episode index
+        self.abandoned: list = []
+        self.started = 0
+
+    def free(self, episodes: list[Episode]) -> list[int]:
+        return [env for env, i in enumerate(self.playing)
+                if (i is None or episodes[i].done) and (self.last_call[env] is None or self.last_call[env].done())]
+
+    def start_next(self, env: int) -> int | None:
+        """The next episode, on ``env``; None when every episode has started."""
+        if self.started == self.n_episodes:
+            return None
+        i, self.started = self.started, self.started + 1
+        self.env_of[i], self.playing[env] = env, i
+        return i
+
+    def submit(self, pool: ThreadPoolExecutor, i: int, fn, *args) -> None:
+        future = pool.submit(fn, *args)
+        self.pending[future] = i
+        self.last_call[self.env_of[i]] = future
+
+    def abandon(self, future) -> None:
+        self.pending.pop(future)
+        self.abandoned.append(future)
+
+
 class RolloutCollector:
-    """Runs a batch of episodes on a fixed set of Gymnasium envs (one episode per env).
+    """Runs episodes on a fixed set of Gymnasium envs (one episode per env at a time; an env
+    whose episode ended takes the next one).
 
     Generation is batched on the calling thread; env resets and steps run on a thread pool
     (``step_workers``; SQLite workers and sandboxes wait outside the GIL). By default each round
@@ -189,38 +228,49 @@ class RolloutCollector:
         any_rank_active: Callable[[bool], bool] = bool,
         reset_options: Sequence[dict | None] | None = None,
         prefix_cache: PrefixCache | None = None,
+        on_finished: Callable[[list[Episode]], None] | None = None,
     ) -> list[Episode]:
-        """One episode per seed, on the first len(seeds) envs. Under sharded strategies every rank
-        must join every generate(): ``any_rank_active`` (an all-reduce) keeps a rank with nothing
-        to generate stepping with a dummy row until all ranks are done. ``reset_options`` (e.g.
-        ``{"task_index": i}``) lets an evaluation walk a task file in order instead of seeding.
-        ``prefix_cache``: keys and values computed before, reused (an evaluation passes one for all
-        its batches); by default one for this call, of ``sampling.prefix_cache_mb``."""
-        if len(seeds) != len(group_ids) or len(seeds) > len(self.envs):
-            raise ValueError(f"{len(seeds)} seeds and {len(group_ids)} groups for {len(self.envs)} envs")
-        options = reset_options or [None] * len(seeds)
+        """One episode per seed, at most ``len(self.envs)`` at a time: an env whose episode has
+        ended starts the next seed's episode before the next generation (continuous batching),
+        so a batch is not left to its longest episodes while tasks remain. Episodes are returned
+        in seed order. Under sharded strategies every rank must join every generate():
+        ``any_rank_active`` (an all-reduce) keeps a rank with nothing to generate stepping with a
+        dummy row until all ranks are done. ``reset_options`` (e.g. ``{"task_index": i}``) lets an
+        evaluation walk a task file in order instead of seeding. ``prefix_cache``: keys and values
+        computed before, reused (an evaluation passes one for all its tasks); by default one for
+        this call, of ``sampling.prefix_cache_mb``. ``on_finished(episodes)``: called with the
+        episodes that ended, as they end (evaluate.py saves them)."""
+        if len(seeds) != len(group_ids):
+            raise ValueError(f"{len(seeds)} seeds and {len(group_ids)} groups")
+        options = list(reset_options or [None] * len(seeds))
         episodes = [Episode(group_id=g, seed=s) for s, g in zip(seeds, group_ids)]
-        pending = {self.pool.submit(_timed, episodes[i], self._reset, self.envs[i], s, o): i
-                   for i, (s, o) in enumerate(zip(seeds, options))}
+        run = _Slots(len(self.envs), len(episodes))
         ready: list[int] = []
         device = next(policy.parameters()).device
-        abandoned = []  # steps of episodes ended by their time budget: their envs are busy until these return
         self.timing = {"generate_s": 0.0, "env_wait_s": 0.0}
         cache = prefix_cache if prefix_cache is not None else self.new_prefix_cache()
         counted = cache.stats()
+        reported: set[int] = set()
+
+        def settle() -> None:
+            """Hand over the episodes that ended, then start episodes on the envs they freed and
+            take in those resets (again while episodes end at reset)."""
+            while True:
+                ended = [i for i, e in enumerate(episodes) if e.done and i not in reported]
+                reported.update(ended)
+                for i in ended:
+                    cache.end_episode(id(episodes[i]))
+                if ended and on_finished is not None:
+                    on_finished([episodes[i] for i in ended])  # before a reset that may take long
+                if not self._refill(run, episodes, options):
+                    return
+                self._settle(run, episodes, ready, bool(ready) or synced_gpus)
+
+        settle()
         while any_rank_active(any(not e.done for e in episodes)):
-            if pending:
-                waited = time.perf_counter()
-                self._wait(pending, episodes, bool(ready) or synced_gpus)
-                self.timing["env_wait_s"] += time.perf_counter() - waited
-                for future, i in [(f, i) for f, i in pending.items() if not f.done()]:
-                    if self._out_of_time(episodes[i]):
-                        pending.pop(future)
-                        abandoned.append(future)
-            for future, i in sorted([(f, i) for f, i in pending.items() if f.done()], key=lambda fi: fi[1]):
-                del pending[future]
-                if self._absorb(episodes[i], future):
-                    ready.append(i)
+            if run.pending:
+                self._settle(run, episodes, ready, bool(ready) or synced_gpus)
+            settle()
             ready = sorted(i for i in ready if not self._out_of_time(episodes[i]))
             if not (ready or synced_gpus):
                 continue
@@ -233,12 +283,37 @@ class RolloutCollector:
             for row, i in enumerate(ready):
                 n = int(gen.lengths[row])
                 reply = self._act(episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())
-                pending[self.pool.submit(_timed, episodes[i], self.envs[i].step, reply)] = i
+                run.submit(self.pool, i, _timed, episodes[i], self.envs[run.env_of[i]].step, reply)
             ready = []
-        wait([*pending, *abandoned])  # an episode ended by its time budget still owns its env until the step returns
+        wait([*run.pending, *run.abandoned])  # an episode ended by its time budget still owns its env until the step returns
         cache.end_batch()
         self.prefill = {k: v - counted.get(k, 0.0) for k, v in cache.stats().items() if k != "prefill_reused_share"}
         return episodes
+
+    def _refill(self, run: "_Slots", episodes: list[Episode], options: list[dict | None]) -> bool:
+        """Reset a free env for each episode not started, while there are both; True if any."""
+        started = False
+        for env in run.free(episodes):
+            i = run.start_next(env)
+            if i is None:
+                break
+            run.submit(self.pool, i, _timed, episodes[i], self._reset, self.envs[env], episodes[i].seed, options[i])
+            started = True
+        return started
+
+    def _settle(self, run: "_Slots", episodes: list[Episode], ready: list[int], can_generate: bool) -> None:
+        """Wait for env calls in flight (``_wait``), end the episodes past their time budget, and
+        take in the results that arrived, in episode order; episodes to reply join ``ready``."""
+        waited = time.perf_counter()
+        self._wait(run.pending, episodes, can_generate)
+        self.timing["env_wait_s"] += time.perf_counter() - waited
+        for future, i in [(f, i) for f, i in run.pending.items() if not f.done()]:
+            if self._out_of_time(episodes[i]):
+                run.abandon(future)
+        for future, i in sorted([(f, i) for f, i in run.pending.items() if f.done()], key=lambda fi: fi[1]):
+            del run.pending[future]
+            if self._absorb(episodes[i], future):
+                ready.append(i)
 
     def new_prefix_cache(self) -> PrefixCache:
         """A prefix cache of ``sampling.prefix_cache_mb``; with 0, one that only counts the tokens

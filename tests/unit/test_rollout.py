@@ -146,6 +146,29 @@ class _Broken(gym.Wrapper):
         raise RuntimeError("worker died")
 
 
+class _Exclusive(gym.Wrapper):
+    """Counts calls that began while another call on this env was still running."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.running, self.overlaps, self.resets = False, 0, 0
+
+    def _call(self, fn, *args, **kwargs):
+        self.overlaps += self.running
+        self.running = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.running = False
+
+    def reset(self, **kwargs):
+        self.resets += 1
+        return self._call(self.env.reset, **kwargs)
+
+    def step(self, action):
+        return self._call(self.env.step, action)
+
+
 def test_an_env_step_that_outlives_the_budget_ends_its_episode_and_the_batch_goes_on(tiny_tokenizer, tiny_lm, defaults):
     """The step is still running when the episode's env time runs out: the episode ends
     task_limit_reached, the batch finishes, and the env is waited for before it is reused."""
@@ -153,10 +176,59 @@ def test_an_env_step_that_outlives_the_budget_ends_its_episode_and_the_batch_goe
 
     policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
     c = _collector(tiny_tokenizer, defaults, [1.5, 0.0, 0.0, 0.0], episode_timeout_s=0.5)
+    c.envs = [_Exclusive(e) for e in c.envs]
     episodes = c.collect(policy, [0, 1, 2, 3], [0, 1, 2, 3])
     assert episodes[0].outcome == "task_limit_reached" and all(e.outcome == "incorrect" for e in episodes[1:])
-    episodes, _ = evaluate_policy(policy, c, EvalSpec(8, seed=10))  # the evaluation path: two batches
-    assert [e.outcome for e in episodes].count("task_limit_reached") == 2 and len(episodes) == 8
+    # the evaluation path: 12 tasks on 4 envs, an env that ends an episode taking the next one
+    episodes, _ = evaluate_policy(policy, c, EvalSpec(12, seed=10))
+    outcomes = [e.outcome for e in episodes]
+    assert len(episodes) == 12 and [e.group_id for e in episodes] == list(range(12))
+    assert set(outcomes) == {"task_limit_reached", "incorrect"}
+    # only the slow env's episodes run out of time, and it never started one while its abandoned step ran
+    assert outcomes.count("task_limit_reached") == c.envs[0].resets - 1
+    assert all(e.overlaps == 0 for e in c.envs) and sum(e.resets for e in c.envs) == 4 + 12
+
+
+class _TurnsBySeed(gym.Wrapper):
+    """Ends an episode after 1 + seed % 3 turns, whichever env plays it."""
+
+    def reset(self, *, seed=None, options=None):
+        self.left = 1 + seed % 3
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.left -= 1
+        return obs, reward, terminated, truncated or self.left == 0, info
+
+
+def test_more_episodes_than_envs_keep_every_round_full(tiny_tokenizer, tiny_lm, defaults):
+    """Continuous batching: an env whose episode ended starts the next one before the next
+    generation, so while episodes remain every round generates for every env; the episodes
+    are the ones a batch-by-batch run plays (greedy: token for token)."""
+    policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
+    sizes, generate = [], policy.generate
+
+    def counted(ids, *args, **kwargs):
+        sizes.append(ids.shape[0])
+        return generate(ids, *args, **kwargs)
+
+    greedy = replace(defaults.algorithm.sampling, max_new_tokens=3, greedy=True)
+    make = lambda n: [_TurnsBySeed(gym.make("lorarl/TargetWord-v0", words=["zzzz"], max_turns=9)) for _ in range(n)]  # noqa: E731
+    policy.generate = counted
+    episodes = RolloutCollector(make(3), tiny_tokenizer, greedy, defaults.reward).collect(policy, list(range(10)), list(range(10)))
+    policy.generate = generate
+    assert [e.seed for e in episodes] == list(range(10)) and all(e.done for e in episodes)
+    assert [e.turns for e in episodes] == [1 + i % 3 for i in range(10)]
+    assert sum(sizes) == sum(e.turns for e in episodes)  # every turn generated once
+    full = len(sizes) - sizes[::-1].index(3)  # rounds up to the last full one
+    assert all(s == 3 for s in sizes[:full]) and full >= 5, sizes
+    batch_by_batch = sum(max(e.turns for e in episodes[i:i + 3]) for i in range(0, 10, 3))
+    assert len(sizes) < batch_by_batch, (sizes, batch_by_batch)
+    for i in range(0, 10, 3):  # batch by batch, on fresh envs: the same episodes
+        seeds = list(range(i, min(i + 3, 10)))
+        alone = RolloutCollector(make(3), tiny_tokenizer, greedy, defaults.reward).collect(policy, seeds, seeds)
+        assert [(e.token_ids, e.outcome) for e in alone] == [(e.token_ids, e.outcome) for e in episodes[i:i + 3]]
 
 
 def test_a_slow_policy_does_not_run_out_of_the_env_time_budget(tiny_tokenizer, tiny_lm, defaults):
