@@ -153,18 +153,27 @@ class _LeanSteps:
         self.layers = list(self.body.layers[: lm.config.num_hidden_layers])
         self.rows = [row[m.bool()].tolist() for row, m in zip(input_ids, attention_mask)]
         self.cache, self.row_keys = cache, keys if keys is not None else [None] * len(self.rows)
-        self.width = max(map(len, self.rows))
-        self.valid = torch.zeros(len(self.rows), self.width + max_new_tokens, dtype=torch.bool, device=self.device)
-        for i, row in enumerate(self.rows):
-            self.valid[i, self.width - len(row): self.width] = True
+        self.max_new_tokens = max_new_tokens
         self.positions = torch.tensor([[len(r) - 1] for r in self.rows], device=self.device)
         self.length = 0  # columns of the cache filled so far
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+        self._layout(None)
+
+    def _layout(self, base: Entry | None) -> None:
+        """Where each row's tokens go: right-aligned at column ``self.width``. With a ``base`` (a
+        prefix every row starts with), the cache holds only the tokens after it, and attention
+        reads the base's keys and values once for all rows (``_cascade_attention``)."""
+        self.base, self.skip = base, len(base.tokens) if base is not None else 0
+        self.width = max(map(len, self.rows)) - self.skip
+        self.valid = torch.zeros(len(self.rows), self.width + self.max_new_tokens, dtype=torch.bool, device=self.device)
+        for i, row in enumerate(self.rows):
+            self.valid[i, self.width - (len(row) - self.skip): self.width] = True
 
     def first(self) -> torch.Tensor:
         """Logits after each row's prompt, computing only what no entry of the cache holds."""
         sources = self._sources()
+        self._layout(self._common_base(sources))
         todo = [(id(e) if e else None, tuple(row[c:])) for row, (e, c) in zip(self.rows, sources)]
         order = {key: n for n, key in enumerate(dict.fromkeys(todo))}  # distinct work, first seen first
         inverse = torch.tensor([order[t] for t in todo], device=self.device)
@@ -194,6 +203,15 @@ class _LeanSteps:
                 if len(shared.tokens) > found[i][1]:
                     found[i] = (shared, len(shared.tokens))
         return found
+
+    def _common_base(self, sources: list[tuple[Entry | None, int]]) -> Entry | None:
+        """The longest shared entry that every row starts with and takes from the cache whole
+        (at least ``min_shared`` tokens), when there are several rows to read it for."""
+        if self.cache is None or not self.cache.reuse or len(self.rows) < 2:
+            return None
+        fits = [e for e in self.cache.shared if len(e.tokens) >= self.cache.min_shared and all(
+            c >= len(e.tokens) and tuple(row[: len(e.tokens)]) == e.tokens for row, (_, c) in zip(self.rows, sources))]
+        return max(fits, key=lambda e: len(e.tokens), default=None)
 
     def _shared_prefix(self, rows: list[list[int]]) -> Entry | None:
         """The prefix all ``rows`` start with (at least ``min_shared`` tokens, and one short of the
@@ -231,12 +249,14 @@ class _LeanSteps:
         positions = torch.zeros(U, N, dtype=torch.long, device=self.device)
         visible = torch.zeros(U, 1, N, S, dtype=torch.bool, device=self.device)
         real = torch.zeros(U, N, dtype=torch.bool, device=self.device)
+        P = self.skip  # tokens before it are the base's, not in this cache
         for u, (row, (entry, c)) in enumerate(zip(rows, sources)):
-            start = S - len(row)  # the row's first column
-            if entry is not None:
-                for layer, (k, v) in enumerate(zip(entry.keys, entry.values)):
-                    self.keys[layer][u, :, start:start + c] = k[:, :c]
-                    self.values[layer][u, :, start:start + c] = v[:, :c]
+            start = S - (len(row) - P)  # the column of the row's token P
+            if entry is not None and c > P:
+                for layer in range(len(self.layers)):
+                    k, v = entry.span(layer, P, c)
+                    self.keys[layer][u, :, start:start + c - P] = k
+                    self.values[layer][u, :, start:start + c - P] = v
             n = new[u]
             ids[u, N - n:] = torch.tensor(row[c:], device=self.device)
             positions[u, N - n:] = torch.arange(c, len(row), device=self.device)
@@ -266,9 +286,9 @@ class _LeanSteps:
                 continue
             fed = int(lengths[b]) - 1
             covered = tuple(row) + tuple(tokens[b, :fed].tolist())
-            start = self.width - len(row)
+            start = self.width - (len(row) - self.skip)
             self.cache.put_episode(key, Entry(covered, [k[b, :, start:self.width + fed] for k in self.keys],
-                                              [v[b, :, start:self.width + fed] for v in self.values]))
+                                              [v[b, :, start:self.width + fed] for v in self.values], self.base))
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor,
                  write: torch.Tensor | None = None) -> torch.Tensor:
@@ -295,11 +315,49 @@ class _LeanSteps:
             else:
                 keys[:, :, start:end] = torch.where(keep, k, keys[:, :, start:end])
                 values[:, :, start:end] = torch.where(keep, v, values[:, :, start:end])
-            o = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=visible,
-                                               scale=attn.scaling, enable_gqa=keys.shape[1] != q.shape[1])
+            keys, values = keys[:, :, :end], values[:, :, :end]
+            if self.base is not None and L == 1:  # a decoding step
+                o = _cascade_attention(q, keys, values, visible, attn.scaling, self.base.keys[i], self.base.values[i])
+            else:
+                seen = visible
+                if self.base is not None:  # a prefill: its scores would be [rows, heads, L, columns]; one kernel, no such tensor
+                    keys, values, seen = _with_base(keys, values, visible, self.base.keys[i], self.base.values[i])
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=seen, scale=attn.scaling,
+                                                   enable_gqa=keys.shape[1] != q.shape[1])
             x = x + attn.o_proj(o.transpose(1, 2).reshape(*x.shape[:2], -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.lm.lm_head(self.body.norm(x[:, -1]))
+
+
+def _cascade_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor,
+                       scale: float, base_keys: torch.Tensor, base_values: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of queries ``q`` [B, heads, L, D] (a decoding step: L = 1) over a prefix every row shares
+    (``base_keys``/``base_values`` [kv heads, P, D], visible to every query) followed by each row's
+    own ``keys``/``values`` [B, kv heads, T, D] where ``visible`` [B, 1, L, T]. The same as
+    attending over the concatenation, but the shared prefix is read once for the whole batch, not
+    once per row: decoding is bound by reading memory, and an env's instructions are most of a
+    short episode's context. Grouped-query heads as transformers pairs them (head h reads kv head
+    h // (heads / kv heads))."""
+    B, H, L, D = q.shape
+    kv, P, T = keys.shape[1], base_keys.shape[1], keys.shape[2]
+    g = H // kv
+    qg = q.reshape(B, kv, g * L, D)
+    own = (qg @ keys.transpose(-1, -2)).view(B, kv, g, L, T).masked_fill(~visible[:, :, None], float("-inf"))
+    shared = qg.transpose(0, 1).reshape(kv, B * g * L, D) @ base_keys.transpose(-1, -2)  # [kv, B g L, P]
+    scores = torch.cat([shared.view(kv, B, g * L, P).transpose(0, 1), own.view(B, kv, g * L, T)], -1)
+    probs = torch.softmax(scores.float() * scale, -1).to(q.dtype)
+    out = probs[..., P:] @ values  # [B, kv, g L, D]
+    out = out + (probs[..., :P].transpose(0, 1).reshape(kv, B * g * L, P) @ base_values).view(kv, B, g * L, D).transpose(0, 1)
+    return out.view(B, H, L, D)
+
+
+def _with_base(keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor, base_keys: torch.Tensor,
+               base_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's keys, values and visibility with the shared prefix in front (a copy per row)."""
+    B, P = keys.shape[0], base_keys.shape[1]
+    wide = lambda base, own: torch.cat([base[None].expand(B, -1, -1, -1), own], 2)  # noqa: E731
+    seen = torch.ones(*visible.shape[:-1], P, dtype=torch.bool, device=visible.device)
+    return wide(base_keys, keys), wide(base_values, values), torch.cat([seen, visible], -1)
 
 
 def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:

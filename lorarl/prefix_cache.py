@@ -27,12 +27,24 @@ import torch
 @dataclass
 class Entry:
     tokens: tuple[int, ...]
-    keys: list[torch.Tensor]  # per layer [kv heads, len(tokens), head dim] (views into a decode's cache)
+    keys: list[torch.Tensor]  # per layer [kv heads, tokens after base's, head dim] (views into a decode's cache)
     values: list[torch.Tensor]
+    base: "Entry | None" = None  # a shared prefix whose keys and values this entry's tokens start with
+
+    def span(self, layer: int, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [kv heads, b - a, head dim] of tokens a..b-1 at ``layer``."""
+        p = len(self.base.tokens) if self.base is not None else 0
+        if a >= p:
+            return self.keys[layer][:, a - p:b - p], self.values[layer][:, a - p:b - p]
+        kb, vb = self.base.span(layer, a, min(b, p))
+        if b <= p:
+            return kb, vb
+        return torch.cat([kb, self.keys[layer][:, : b - p]], 1), torch.cat([vb, self.values[layer][:, : b - p]], 1)
 
     def storages(self) -> dict[int, int]:
         """{storage address: bytes} of the tensors this entry keeps alive (a view keeps its whole cache)."""
-        return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in (*self.keys, *self.values)}
+        own = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in (*self.keys, *self.values)}
+        return {**(self.base.storages() if self.base is not None else {}), **own}
 
 
 class PrefixCache:
@@ -44,15 +56,20 @@ class PrefixCache:
         self.episodes: dict[object, Entry] = {}
         self.shared: list[Entry] = []
         self.fingerprint: tuple | None = None
+        self.held: list[torch.Tensor] = []
         self.computed = self.reused = 0  # prompt tokens prefilled, and taken from the cache instead
 
     def sync(self, model: torch.nn.Module) -> None:
         """Forget everything if any weight changed since the entries were computed."""
-        now = tuple((p.data_ptr(), p._version) for p in model.parameters())
+        params = list(model.parameters())
+        now = tuple((p.data_ptr(), p._version) for p in params)
         if now != self.fingerprint:
             self.episodes.clear()
             self.shared.clear()
             self.fingerprint = now
+            # the storages stay alive while compared against: a tensor made later (the merged
+            # weights of the next policy version) cannot take the same address and pass as them
+            self.held = [p.detach() for p in params]
 
     def best(self, key, tokens: list[int]) -> tuple[Entry | None, int]:
         """The longest entry that ``tokens`` start with (leaving at least one token to compute):

@@ -113,6 +113,29 @@ def test_nothing_is_reused_after_a_weight_update():
         assert toks == toks_p and torch.allclose(lp, lp_p, atol=1e-4)
 
 
+def test_nothing_is_reused_after_a_weight_update_between_merged_decodes():
+    """Rollouts decode with the adapter merged into copies of the weights (``merged_for_inference``):
+    after an update the next merge makes new copies, which the allocator may place where the last
+    ones were (the cache holds the storages it compares against, so they cannot). A cache kept
+    across the two still recomputes everything."""
+    from lorarl.lora import merged_for_inference
+
+    lm = _lm("llama", True)
+    cache = PrefixCache(1 << 30, min_shared=16)
+    turns = _turns(lm, cache)
+    with merged_for_inference(lm):
+        next(turns)
+    with torch.no_grad():
+        for n, p in lm.named_parameters():
+            if "lora_A" in n:
+                p.add_(0.05)
+    with merged_for_inference(lm):
+        second, rows = next(turns)
+        fresh = _decode(lm, rows, seed=1)
+    for (toks, lp), (toks_p, lp_p) in zip(second, fresh):
+        assert toks == toks_p and torch.allclose(lp, lp_p, atol=1e-4)
+
+
 def test_the_cache_stays_within_its_budget_and_stays_exact():
     lm = _lm("qwen2", False)
     cache = PrefixCache(20_000, min_shared=16)  # a few rows' worth
