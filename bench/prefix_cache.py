@@ -4,11 +4,14 @@ the greedy outcomes are the same task by task.
 
     python bench/prefix_cache.py --env os_interaction --adapter runs/os_sft/checkpoints/iter_000001
     python bench/prefix_cache.py --env db_bench --adapter ADAPTER --tasks 48 --batch 8 --rounds 2
+    python bench/prefix_cache.py --env db_bench --adapter ADAPTER --rl-iteration --batch 16 --rounds 3
 
 One process, one model (``--model``, SmolLM2-135M-Instruct by default, plus ``--adapter``);
 each round plays the same held-out generated tasks once per arm, arms interleaved (A, B, A, B),
-the thread count pinned and printed. The "off" arm is the decoder as it was before the cache
-(each turn prefills the whole episode; only identical rows share a prefill).
+the thread count pinned and printed. The "off" arm is the rollout as it was before the cache:
+each turn prefills the whole episode (only identical rows share a prefill), and tasks run batch by
+batch. "prefix cache" is the default: prefixes reused, and an env whose episode ended takes the
+next task at once (continuous batching). "cache, batch by batch" (``--arms``) separates the two.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench.common import pin_threads, record, table  # noqa: E402
 
-ARMS = {"off": 0, "prefix cache": 1024}
+# arm: (prefix_cache_mb, continuous batching). "off" is the path before the cache: batch by batch
+# (a batch runs until its longest episode ends), every turn prefilled in full.
+ARMS = {"off": (0, False), "prefix cache": (1024, True), "cache, batch by batch": (1024, False)}
+DEFAULT_ARMS = "off,prefix cache"
 
 
 def main():
@@ -37,7 +43,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1_000_000_000, help="first task seed (held out: training uses far lower)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--arms", default=",".join(ARMS), help="which arms (a profile of one)")
+    parser.add_argument("--arms", default=DEFAULT_ARMS, help=f"which of {', '.join(ARMS)} (a profile: one)")
+    parser.add_argument("--rl-iteration", action="store_true",
+                        help="instead of an evaluation: one GRPO iteration's rollouts (--batch episodes, groups of 4, "
+                             "temperature 0.7, all started at once), the same sampling seed in every arm")
+    parser.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True,
+                        help="the adapter folded into the weights, as evaluate.py and RL rollouts decode by default")
     args = parser.parse_args()
     arms = {a: ARMS[a] for a in args.arms.split(",")}
 
@@ -45,40 +56,36 @@ def main():
 
     from conftest import compose
     from lorarl.environments import build_envs, make_collector
-    from lorarl.evaluation import EvalSpec, attach_adapter, evaluate_policy
+    from lorarl.evaluation import attach_adapter
     from lorarl.models import load_pretrained_model
     from lorarl.policy import Policy
     from lorarl.tokenizer import load_tokenizer
 
     threads = pin_threads(args.threads)
-    config = compose([f"env={args.env}"])
+    config = compose([f"env={args.env}", *(["algorithm=grpo", "algorithm.sampling.temperature=0.7"] if args.rl_iteration else [])])
     tok, lm = load_tokenizer(args.model), load_pretrained_model(args.model)
     if args.adapter:
-        lm = attach_adapter(lm, args.adapter, merge=False)
+        lm = attach_adapter(lm, args.adapter, merge=args.merge)
     policy = Policy(lm.eval(), with_value_head=False, keep_reference=False).eval()
     envs = build_envs(config.env, args.batch)
     print(f"model={args.model} adapter={args.adapter} env={args.env} tasks={args.tasks} batch={args.batch} "
           f"threads={threads}", flush=True)
     got: dict[str, list[dict]] = {a: [] for a in arms}
     for r in range(args.rounds):
-        for arm, mb in arms.items():  # interleaved
-            sampling = replace(config.algorithm.sampling, greedy=True, prefix_cache_mb=mb)
+        for arm, (mb, continuous) in arms.items():  # interleaved
+            sampling = replace(config.algorithm.sampling, greedy=not args.rl_iteration, prefix_cache_mb=mb)
             collector = make_collector(config.env, envs, tok, sampling, config.reward)
-            generate = 0.0
-            original = collector.collect
-
-            def timed(*a, **k):  # generation seconds of every batch
-                nonlocal generate
-                out = original(*a, **k)
-                generate += collector.timing["generate_s"]
-                return out
-
-            collector.collect = timed
             torch.manual_seed(0)
-            episodes, _ = evaluate_policy(policy, collector, EvalSpec(args.tasks, args.seed))
+            if args.rl_iteration:
+                seeds = [args.seed + i // 4 for i in range(args.batch)]
+                episodes = collector.collect(policy, seeds, [i // 4 for i in range(args.batch)])
+                generate = collector.timing["generate_s"]
+            else:
+                episodes, generate = play(policy, collector, args.tasks, args.seed, continuous)
             collector.close(close_envs=False)
             n = len(episodes)
             res = {"generate_s_per_episode": generate / n, "outcomes": [e.outcome for e in episodes],
+                   "tokens": [e.token_ids for e in episodes],
                    "turns": sum(e.turns for e in episodes) / n,
                    "computed_per_episode": collector.prefill.get("prefill_tokens_computed", float("nan")) / n,
                    "reused_per_episode": collector.prefill.get("prefill_tokens_reused", 0.0) / n,
@@ -99,11 +106,32 @@ def main():
                      "reused/episode": round(rs[0]["reused_per_episode"])})
     if len(got) < 2:
         return
-    off, on = (statistics.median(x["generate_s_per_episode"] for x in got[a]) for a in ARMS)
-    same = all(x["outcomes"] == got["off"][0]["outcomes"] for rs in got.values() for x in rs)
-    print(table(rows, f"generation per episode, {args.env}, greedy"))
-    print(f"off / prefix cache (median): {off / on:.2f}x; greedy outcomes the same task by task: {same}")
-    record("prefix_cache", {"args": vars(args), "threads": threads, "rows": rows, "ratio": off / on, "same_outcomes": same})
+    off, on = (statistics.median(x["generate_s_per_episode"] for x in got[a]) for a in list(got)[:2])
+    same = all(x["outcomes"] == next(iter(got.values()))[0]["outcomes"] for rs in got.values() for x in rs)
+    same_tokens = all(x["tokens"] == next(iter(got.values()))[0]["tokens"] for rs in got.values() for x in rs)
+    what = "one GRPO iteration's rollouts, sampled" if args.rl_iteration else "an evaluation, greedy"
+    print(table(rows, f"generation per episode, {args.env}, {what}"))
+    print(f"{' / '.join(list(got)[:2])} (median): {off / on:.2f}x; outcomes the same task by task: {same}; "
+          f"the same tokens: {same_tokens}")
+    record("prefix_cache", {"args": vars(args), "threads": threads, "rows": rows, "ratio": off / on, "same_outcomes": same,
+                            "same_tokens": same_tokens})
+
+
+def play(policy, collector, tasks: int, seed: int, continuous: bool):
+    """(episodes of tasks 0..tasks-1, seconds of generation): one evaluation, or the same batch by
+    batch with one cache for all batches, as evaluations ran before continuous batching."""
+    from lorarl.evaluation import EvalSpec, evaluate_policy
+
+    if continuous:
+        episodes, _ = evaluate_policy(policy, collector, EvalSpec(tasks, seed))
+        return episodes, collector.timing["generate_s"]
+    n, cache, episodes, generate = len(collector.envs), collector.new_prefix_cache(), [], 0.0
+    for first in range(0, tasks, n):
+        ids = list(range(first, min(first + n, tasks)))
+        episodes += collector.collect(policy, [seed + i for i in ids], ids, prefix_cache=cache)
+        generate += collector.timing["generate_s"]
+    collector.prefill = dict(cache.stats())
+    return episodes, generate
 
 
 if __name__ == "__main__":
