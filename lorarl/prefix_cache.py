@@ -98,10 +98,6 @@ class PrefixCache:
         """The episode is over: its entry goes (shared prefixes stay)."""
         self.episodes.pop(key, None)
 
-    def end_batch(self) -> None:
-        """The batch's episodes are over: their entries go; shared prefixes stay."""
-        self.episodes.clear()
-
     def stats(self) -> dict[str, float]:
         total = self.computed + self.reused
         return {"prefill_tokens_computed": float(self.computed), "prefill_tokens_reused": float(self.reused),

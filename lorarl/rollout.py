@@ -141,7 +141,7 @@ class _Slots:
     runs on it)."""
 
     def __init__(self, n_envs: int, n_episodes: int):
-        self.n_envs, self.n_episodes = n_envs, n_episodes
+        self.n_episodes = n_episodes
         self.env_of: dict[int, int] = {}  # episode index -> env index
         self.playing: list[int | None] = [None] * n_envs  # env index -> episode index
         self.last_call: list = [None] * n_envs  # env index -> its latest future
@@ -252,19 +252,22 @@ class RolloutCollector:
         counted = cache.stats()
         reported: set[int] = set()
 
+        def report() -> None:
+            """Hand over the episodes that ended since the last call; their cache entries go."""
+            ended = [i for i, e in enumerate(episodes) if e.done and i not in reported]
+            reported.update(ended)
+            for i in ended:
+                cache.end_episode(id(episodes[i]))
+            if ended and on_finished is not None:
+                on_finished([episodes[i] for i in ended])
+
         def settle() -> None:
-            """Hand over the episodes that ended, then start episodes on the envs they freed and
-            take in those resets (again while episodes end at reset)."""
-            while True:
-                ended = [i for i, e in enumerate(episodes) if e.done and i not in reported]
-                reported.update(ended)
-                for i in ended:
-                    cache.end_episode(id(episodes[i]))
-                if ended and on_finished is not None:
-                    on_finished([episodes[i] for i in ended])  # before a reset that may take long
-                if not self._refill(run, episodes, options):
-                    return
+            """Report the episodes that ended (before a reset that may take long), start episodes
+            on the envs they freed and take in those resets; again while episodes end at reset."""
+            report()
+            while self._refill(run, episodes, options):
                 self._settle(run, episodes, ready, bool(ready) or synced_gpus)
+                report()
 
         settle()
         while any_rank_active(any(not e.done for e in episodes)):
@@ -285,8 +288,8 @@ class RolloutCollector:
                 reply = self._act(episodes[i], gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist())
                 run.submit(self.pool, i, _timed, episodes[i], self.envs[run.env_of[i]].step, reply)
             ready = []
+        report()  # episodes ended by their time budget in the last round
         wait([*run.pending, *run.abandoned])  # an episode ended by its time budget still owns its env until the step returns
-        cache.end_batch()
         self.prefill = {k: v - counted.get(k, 0.0) for k, v in cache.stats().items() if k != "prefill_reused_share"}
         return episodes
 

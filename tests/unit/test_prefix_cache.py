@@ -88,7 +88,8 @@ def test_a_shared_prefix_is_computed_once_and_reused_by_later_batches():
     _decode(lm, batch(), cache, ["a", "b", "c", "d"])
     first = cache.stats()["prefill_tokens_computed"]
     assert first <= 60 + 4 * 5 + 4  # the instructions once, each row's own tokens
-    cache.end_batch()
+    for key in "abcd":  # the batch's episodes end; the shared prefix stays
+        cache.end_episode(key)
     rows = batch()
     got = _decode(lm, rows, cache, ["e", "f", "g", "h"])
     assert cache.stats()["prefill_tokens_computed"] - first <= 4 * 5 + 4

@@ -180,7 +180,9 @@ def test_an_env_step_that_outlives_the_budget_ends_its_episode_and_the_batch_goe
     episodes = c.collect(policy, [0, 1, 2, 3], [0, 1, 2, 3])
     assert episodes[0].outcome == "task_limit_reached" and all(e.outcome == "incorrect" for e in episodes[1:])
     # the evaluation path: 12 tasks on 4 envs, an env that ends an episode taking the next one
-    episodes, _ = evaluate_policy(policy, c, EvalSpec(12, seed=10))
+    handed = []  # what evaluate.py's progress file gets, as episodes end
+    episodes, _ = evaluate_policy(policy, c, EvalSpec(12, seed=10), on_batch=handed.extend)
+    assert sorted(id(e) for e in handed) == sorted(id(e) for e in episodes)  # each once
     outcomes = [e.outcome for e in episodes]
     assert len(episodes) == 12 and [e.group_id for e in episodes] == list(range(12))
     assert set(outcomes) == {"task_limit_reached", "incorrect"}
