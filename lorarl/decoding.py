@@ -235,46 +235,71 @@ class _LeanSteps:
 
     def _prefill(self, rows: list[list[int]], sources: list[tuple[Entry | None, int]], extra: int) -> torch.Tensor:
         """Fill a cache of len(rows) rows and ``self.width + extra`` columns: each row's cached
-        part copied in, the rest computed; logits after each row's last token."""
+        part copied in, the rest computed; logits after each row's last token. The rows' new
+        tokens run packed into one sequence, attention row by row: padding them to the longest
+        would compute about twice what is new (a fresh task's prompt beside an observation)."""
         U, S, T = len(rows), self.width, self.width + extra
         new = [len(r) - c for r, (_, c) in zip(rows, sources)]
-        N = max(new)
         cfg = self.lm.config
         kv, hd = cfg.num_key_value_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         dtype = self.body.embed_tokens.weight.dtype
-        # zeros, not empty: a left-padding query reads only its own column, which must be finite
+        # zeros, not empty: decoding steps read the left-padding columns (masked out; finite)
         self.keys = [torch.zeros(U, kv, T, hd, dtype=dtype, device=self.device) for _ in self.layers]
         self.values = [torch.zeros_like(k) for k in self.keys]
-        ids = torch.zeros(U, N, dtype=torch.long, device=self.device)
-        positions = torch.zeros(U, N, dtype=torch.long, device=self.device)
-        visible = torch.zeros(U, 1, N, S, dtype=torch.bool, device=self.device)
-        real = torch.zeros(U, N, dtype=torch.bool, device=self.device)
         P = self.skip  # tokens before it are the base's, not in this cache
-        for u, (row, (entry, c)) in enumerate(zip(rows, sources)):
-            start = S - (len(row) - P)  # the column of the row's token P
+        starts = [S - (len(row) - P) for row in rows]  # the column of each row's token P
+        for u, (entry, c) in enumerate(sources):
             if entry is not None and c > P:
                 for layer in range(len(self.layers)):
                     k, v = entry.span(layer, P, c)
-                    self.keys[layer][u, :, start:start + c - P] = k
-                    self.values[layer][u, :, start:start + c - P] = v
-            n = new[u]
-            ids[u, N - n:] = torch.tensor(row[c:], device=self.device)
-            positions[u, N - n:] = torch.arange(c, len(row), device=self.device)
-            real[u, N - n:] = True
-            q = torch.arange(S - n, S, device=self.device)  # the new tokens' columns
-            visible[u, 0, N - n:] = (torch.arange(S, device=self.device)[None] >= start) & \
-                (torch.arange(S, device=self.device)[None] <= q[:, None])
-            visible[u, 0, : N - n, S - N: S - n] = torch.eye(N - n, dtype=torch.bool, device=self.device)
+                    self.keys[layer][u, :, starts[u]:starts[u] + c - P] = k
+                    self.values[layer][u, :, starts[u]:starts[u] + c - P] = v
+        ids = torch.tensor([t for row, (_, c) in zip(rows, sources) for t in row[c:]], device=self.device)[None]
+        positions = torch.cat([torch.arange(c, len(row), device=self.device) for row, (_, c) in zip(rows, sources)])[None]
+        # per row: its slice a:b of the packed sequence, its first column, and what its new tokens
+        # see of its columns (causal, the cached part included)
+        ends = torch.tensor(new).cumsum(0).tolist()
+        spans = [(u, ends[u] - n, ends[u], starts[u],
+                  torch.ones(n, S - starts[u], dtype=torch.bool, device=self.device).tril(S - starts[u] - n))
+                 for u, n in enumerate(new)]
         if self.cache is not None:
             self.cache.computed += sum(new)
-        self.length = S - N
-        return self._forward(ids, positions, visible, real)
+        self.length = S
+
+        def attend(i: int, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            out = []
+            for u, a, b, start, seen in spans:
+                self.keys[i][u, :, S - (b - a): S] = k[0, :, a:b]
+                self.values[i][u, :, S - (b - a): S] = v[0, :, a:b]
+                keys, values, mask = self.keys[i][u: u + 1, :, start:S], self.values[i][u: u + 1, :, start:S], seen[None, None]
+                if self.base is not None:
+                    keys, values, mask = _with_base(keys, values, mask, self.base.keys[i], self.base.values[i])
+                out.append(F.scaled_dot_product_attention(q[:, :, a:b], keys, values, attn_mask=mask, scale=attn.scaling,
+                                                          enable_gqa=keys.shape[1] != q.shape[1]))
+            return torch.cat(out, 2)
+
+        x = self._layers(ids, positions, attend)
+        return self.lm.lm_head(self.body.norm(x[0, [e - 1 for e in ends]]))
 
     def next(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Logits after appending ``tokens`` [B]; ``valid`` [B] False masks a finished row's token."""
-        self.valid[:, self.length] = valid
+        col = self.length
+        self.valid[:, col] = valid
+        self.length += 1
         self.positions = self.positions[:, -1:] + 1
-        return self._forward(tokens[:, None], self.positions, self.valid[:, None, None, : self.length + 1])
+        visible = self.valid[:, None, None, : col + 1]
+
+        def attend(i: int, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            self.keys[i][:, :, col] = k[:, :, 0]
+            self.values[i][:, :, col] = v[:, :, 0]
+            keys, values = self.keys[i][:, :, : col + 1], self.values[i][:, :, : col + 1]
+            if self.base is not None:  # the shared prefix read once for all rows
+                return _cascade_attention(q, keys, values, visible, attn.scaling, self.base.keys[i], self.base.values[i])
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=attn.scaling,
+                                                  enable_gqa=keys.shape[1] != q.shape[1])
+
+        x = self._layers(tokens[:, None], self.positions, attend)
+        return self.lm.lm_head(self.body.norm(x[:, -1]))
 
     def keep(self, tokens: torch.Tensor, lengths: torch.Tensor) -> None:
         """Store, per row, what this call computed for its episode's next turn: the prompt and the
@@ -290,43 +315,23 @@ class _LeanSteps:
             self.cache.put_episode(key, Entry(covered, [k[b, :, start:self.width + fed] for k in self.keys],
                                               [v[b, :, start:self.width + fed] for v in self.values], self.base))
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor,
-                 write: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of the last of ``ids`` [B, L] (at ``positions``), their keys and values cached
-        after the ``self.length`` columns already there; ``visible`` [B, 1, L, length + L];
-        ``write`` [B, L] False keeps what a column holds (a cached prefix under left padding)."""
-        start, L = self.length, ids.shape[1]
-        end = self.length = start + L
+    def _layers(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
+        """Hidden states after every layer for ``ids`` [B, L] at ``positions``. ``attend(layer
+        index, attention module, q, k, v)`` (heads split, rotary applied: [B, heads, L, D]) stores
+        the keys and values where they belong and returns the attention's output."""
         x = self.body.embed_tokens(ids)  # [B, L, H]
         cos, sin = self.body.rotary_emb(x, positions)
         cos, sin = cos[:, None], sin[:, None]  # [B, 1, L, D]: broadcast over heads
-        keep = None if write is None else write[:, None, :, None]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
             q, k = _heads(attn.q_proj(h), attn.head_dim), _heads(attn.k_proj(h), attn.head_dim)
             qk = _rotate(torch.cat([q, k], 1), cos, sin)  # one rotation for queries and keys
             q, k = qk[:, : q.shape[1]], qk[:, q.shape[1]:]
-            v = _heads(attn.v_proj(h), attn.head_dim)
-            keys, values = self.keys[i], self.values[i]
-            if keep is None:
-                keys[:, :, start:end] = k
-                values[:, :, start:end] = v
-            else:
-                keys[:, :, start:end] = torch.where(keep, k, keys[:, :, start:end])
-                values[:, :, start:end] = torch.where(keep, v, values[:, :, start:end])
-            keys, values = keys[:, :, :end], values[:, :, :end]
-            if self.base is not None and L == 1:  # a decoding step
-                o = _cascade_attention(q, keys, values, visible, attn.scaling, self.base.keys[i], self.base.values[i])
-            else:
-                seen = visible
-                if self.base is not None:  # a prefill: its scores would be [rows, heads, L, columns]; one kernel, no such tensor
-                    keys, values, seen = _with_base(keys, values, visible, self.base.keys[i], self.base.values[i])
-                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=seen, scale=attn.scaling,
-                                                   enable_gqa=keys.shape[1] != q.shape[1])
+            o = attend(i, attn, q, k, _heads(attn.v_proj(h), attn.head_dim))
             x = x + attn.o_proj(o.transpose(1, 2).reshape(*x.shape[:2], -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.lm.lm_head(self.body.norm(x[:, -1]))
+        return x
 
 
 def _cascade_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor,

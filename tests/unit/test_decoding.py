@@ -73,7 +73,8 @@ def test_a_shared_prompt_is_computed_once_and_each_row_samples_its_own_reply(mon
     order = torch.tensor([2, 0, 2, 2, 1, 0, 3, 1])  # GRPO groups, interleaved
     ids, mask = ids[order], mask[order]
     calls = []
-    monkeypatch.setattr(decoding._LeanSteps, "_forward", _spy(decoding._LeanSteps._forward, calls))
+    monkeypatch.setattr(decoding._LeanSteps, "_prefill", _spy(decoding._LeanSteps._prefill, calls))
+    monkeypatch.setattr(decoding._LeanSteps, "next", _spy(decoding._LeanSteps.next, calls))
     (lean, hf) = _both(lm, ids, mask, 10, 1.0, -1)
     assert calls[0] == 4  # four distinct prompts in the first pass, then all eight rows a step
     assert all(rows == 8 for rows in calls[1:])
@@ -82,9 +83,10 @@ def test_a_shared_prompt_is_computed_once_and_each_row_samples_its_own_reply(mon
 
 
 def _spy(forward, calls):
-    def spied(self, ids, *args):
-        calls.append(ids.shape[0])
-        return forward(self, ids, *args)
+    """``forward`` (a prefill of rows, or a step of tokens) recording how many rows it runs."""
+    def spied(self, rows, *args):
+        calls.append(len(rows))
+        return forward(self, rows, *args)
     return spied
 
 
@@ -141,7 +143,7 @@ def test_algorithm_sampling_lean_steps_false_decodes_through_the_models_forward(
     greedy = replace(defaults.algorithm.sampling, max_new_tokens=6, greedy=True)
     assert greedy.lean_steps  # on by default
     calls = []
-    monkeypatch.setattr(decoding._LeanSteps, "_forward", _spy(decoding._LeanSteps._forward, calls))
+    monkeypatch.setattr(decoding._LeanSteps, "next", _spy(decoding._LeanSteps.next, calls))
     lean = policy.generate(ids, mask, greedy, tok.eos_token_id, tok.pad_token_id)
     assert calls
     calls.clear()

@@ -79,6 +79,37 @@ def test_reused_prefixes_give_the_tokens_and_logprobs_of_a_full_prefill(arch, lo
     assert stats["prefill_tokens_reused"] > 2 * stats["prefill_tokens_computed"]  # most of the prompts came from the cache
 
 
+def test_a_prefill_runs_only_the_new_tokens_of_each_row_unpadded(monkeypatch):
+    """Rows of one turn bring very different numbers of new tokens (a fresh task's prompt beside a
+    short observation): the prefill runs their sum, packed, not rows x the longest."""
+    import lorarl.decoding as decoding
+
+    ran = {"all": 0, "steps": 0, "padded": 0}
+    layers, step, prefill = decoding._LeanSteps._layers, decoding._LeanSteps.next, decoding._LeanSteps._prefill
+
+    def counted_layers(self, ids, *args):
+        ran["all"] += ids.numel()
+        return layers(self, ids, *args)
+
+    def counted_step(self, tokens, *args):
+        ran["steps"] += tokens.numel()
+        return step(self, tokens, *args)
+
+    def counted_prefill(self, rows, sources, *args):
+        ran["padded"] += len(rows) * max(len(r) - c for r, (_, c) in zip(rows, sources))
+        return prefill(self, rows, sources, *args)
+
+    monkeypatch.setattr(decoding._LeanSteps, "_layers", counted_layers)
+    monkeypatch.setattr(decoding._LeanSteps, "next", counted_step)
+    monkeypatch.setattr(decoding._LeanSteps, "_prefill", counted_prefill)
+    cache = PrefixCache(1 << 30, min_shared=16)
+    for _ in _turns(_lm("llama", True), cache):
+        pass
+    computed = cache.stats()["prefill_tokens_computed"]
+    assert ran["all"] - ran["steps"] == computed  # the prefills ran exactly the tokens no cache held
+    assert ran["padded"] > 1.2 * computed  # padding each prefill to its longest row: 185 against 144
+
+
 def test_a_shared_prefix_is_computed_once_and_reused_by_later_batches():
     lm = _lm("qwen2", True)
     cache = PrefixCache(1 << 30, min_shared=16)
