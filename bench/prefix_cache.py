@@ -8,10 +8,12 @@ the greedy outcomes are the same task by task.
 
 One process, one model (``--model``, SmolLM2-135M-Instruct by default, plus ``--adapter``);
 each round plays the same held-out generated tasks once per arm, arms interleaved (A, B, A, B),
-the thread count pinned and printed. The "off" arm is the rollout as it was before the cache:
-each turn prefills the whole episode (only identical rows share a prefill), and tasks run batch by
-batch. "prefix cache" is the default: prefixes reused, and an env whose episode ended takes the
-next task at once (continuous batching). "cache, batch by batch" (``--arms``) separates the two.
+the thread count pinned and printed. The "before" arm is the rollout as the issue measured it:
+each turn prefills the whole episode, its rows padded to the longest (only identical rows share a
+prefill), and tasks run batch by batch. "prefix cache" is the default: prefixes reused, prefills
+packed without padding, and an env whose episode ended takes the next task at once (continuous
+batching). ``--arms`` adds "off" (today's decoder without the cache: packed prefills, batch by
+batch) and "cache, batch by batch", which separate the three.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench.common import pin_threads, record, table  # noqa: E402
 
-# arm: (prefix_cache_mb, continuous batching). "off" is the path before the cache: batch by batch
-# (a batch runs until its longest episode ends), every turn prefilled in full.
-ARMS = {"off": (0, False), "prefix cache": (1024, True), "cache, batch by batch": (1024, False)}
-DEFAULT_ARMS = "off,prefix cache"
+# arm: (prefix_cache_mb, continuous batching, padded prefills). "before" is the path before the
+# cache: batch by batch (a batch runs until its longest episode ends), every turn prefilled in full
+# with its rows padded to the longest.
+ARMS = {"before": (0, False, True), "off": (0, False, False), "prefix cache": (1024, True, False),
+        "cache, batch by batch": (1024, False, False)}
+DEFAULT_ARMS = "before,prefix cache"
+_PREFILL: dict = {}  # today's prefill, kept when the "before" arm replaces it
 
 
 def main():
@@ -72,7 +77,8 @@ def main():
           f"threads={threads}", flush=True)
     got: dict[str, list[dict]] = {a: [] for a in arms}
     for r in range(args.rounds):
-        for arm, (mb, continuous) in arms.items():  # interleaved
+        for arm, (mb, continuous, padded) in arms.items():  # interleaved
+            padded_prefills(padded)
             sampling = replace(config.algorithm.sampling, greedy=not args.rl_iteration, prefix_cache_mb=mb)
             collector = make_collector(config.env, envs, tok, sampling, config.reward)
             torch.manual_seed(0)
@@ -115,6 +121,64 @@ def main():
           f"the same tokens: {same_tokens}")
     record("prefix_cache", {"args": vars(args), "threads": threads, "rows": rows, "ratio": off / on, "same_outcomes": same,
                             "same_tokens": same_tokens})
+
+
+def padded_prefills(on: bool) -> None:
+    """The lean decoder's prefill as it was before the prefix cache work (on), or today's (off)."""
+    from lorarl import decoding
+
+    today = _PREFILL.setdefault("packed", decoding._LeanSteps._prefill)
+    decoding._LeanSteps._prefill = _padded_prefill if on else today
+
+
+def _padded_prefill(self, rows, sources, extra):
+    """``_LeanSteps._prefill`` before prefills were packed: the rows' new tokens left-padded to the
+    longest, every row computing that many (the "before" arm; kept here, not in the library)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lorarl.decoding import _with_base
+
+    U, S, T = len(rows), self.width, self.width + extra
+    new = [len(r) - c for r, (_, c) in zip(rows, sources)]
+    N = max(new)
+    cfg = self.lm.config
+    kv, hd = cfg.num_key_value_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    dtype, dev = self.body.embed_tokens.weight.dtype, self.device
+    self.keys = [torch.zeros(U, kv, T, hd, dtype=dtype, device=dev) for _ in self.layers]
+    self.values = [torch.zeros_like(k) for k in self.keys]
+    ids, positions = torch.zeros(U, N, dtype=torch.long, device=dev), torch.zeros(U, N, dtype=torch.long, device=dev)
+    visible = torch.zeros(U, 1, N, S, dtype=torch.bool, device=dev)
+    real = torch.zeros(U, N, dtype=torch.bool, device=dev)
+    cols = torch.arange(S, device=dev)[None]
+    for u, (row, (entry, c)) in enumerate(zip(rows, sources)):
+        start, n = S - (len(row) - self.skip), new[u]
+        if entry is not None and c > self.skip:
+            for layer in range(len(self.layers)):
+                k, v = entry.span(layer, self.skip, c)
+                self.keys[layer][u, :, start:start + c - self.skip] = k
+                self.values[layer][u, :, start:start + c - self.skip] = v
+        ids[u, N - n:] = torch.tensor(row[c:], device=dev)
+        positions[u, N - n:] = torch.arange(c, len(row), device=dev)
+        real[u, N - n:] = True
+        visible[u, 0, N - n:] = (cols >= start) & (cols <= torch.arange(S - n, S, device=dev)[:, None])
+        visible[u, 0, : N - n, S - N: S - n] = torch.eye(N - n, dtype=torch.bool, device=dev)
+    if self.cache is not None:
+        self.cache.computed += sum(new)
+    keep = real[:, None, :, None]
+
+    def attend(i, attn, q, k, v):
+        for store, new_part in ((self.keys[i], k), (self.values[i], v)):
+            store[:, :, S - N: S] = torch.where(keep, new_part, store[:, :, S - N: S])
+        keys, values, seen = self.keys[i][:, :, :S], self.values[i][:, :, :S], visible
+        if self.base is not None:
+            keys, values, seen = _with_base(keys, values, seen, self.base.keys[i], self.base.values[i])
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=seen, scale=attn.scaling,
+                                              enable_gqa=keys.shape[1] != q.shape[1])
+
+    x = self._layers(ids, positions, attend)
+    self.length = S
+    return self.lm.lm_head(self.body.norm(x[:, -1]))
 
 
 def play(policy, collector, tasks: int, seed: int, continuous: bool):

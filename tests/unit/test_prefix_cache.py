@@ -174,3 +174,25 @@ def test_the_cache_stays_within_its_budget_and_stays_exact():
     for (cached, _), (plain, _) in zip(_turns(lm, cache), _turns(lm, None)):
         assert [t for t, _ in cached] == [t for t, _ in plain]
         assert cache.nbytes() <= 20_000
+
+
+@pytest.mark.parametrize("temperature", [None, 0.8])
+def test_the_bench_before_arm_padded_prefill_decodes_the_same(temperature):
+    """bench/prefix_cache.py's "before" arm restores the prefill that padded rows to the longest:
+    it must decode what today's packed prefill decodes, or the bench's ratio compares two things."""
+    import lorarl.decoding as decoding
+    from bench.prefix_cache import _padded_prefill, padded_prefills
+
+    lm = _lm("qwen2", True)
+    runs = []
+    try:
+        for padded in (False, True):
+            padded_prefills(padded)
+            assert (decoding._LeanSteps._prefill is _padded_prefill) == padded
+            runs.append(list(_turns(lm, None, temperature)))
+    finally:
+        padded_prefills(False)
+    for (packed, _), (padded, _) in zip(*runs):
+        for (toks_a, lp_a), (toks_b, lp_b) in zip(packed, padded):
+            assert toks_a == toks_b
+            assert torch.allclose(lp_a, lp_b, atol=1e-4)
