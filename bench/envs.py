@@ -61,7 +61,8 @@ class ScriptedPolicy(torch.nn.Module):
 
 
 SAMPLING = SamplingSpec(max_new_tokens=64, temperature=1.0, max_context_tokens=100_000, greedy=False,
-                        merge_adapter=False, cache="dynamic", compile=False, lean_steps=True)
+                        merge_adapter=False, cache="dynamic", compile=False, lean_steps=True, prefix_cache_mb=0,
+                        prompt_lookup=0)
 REWARDS = RewardTable(1.0, -0.5, -0.3, -0.5, 0.0, 0.0)
 
 

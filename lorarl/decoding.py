@@ -15,6 +15,9 @@ One loop (``decode``) samples from the full distribution and records each token'
   rotary scaling and dtypes are honoured as they are. ``algorithm.sampling.lean_steps=false``
   turns it off.
 
+Greedy decoding on the lean path can check several tokens per pass, drafted from each row's own
+context (``_greedy_lookup``, ``algorithm.sampling.prompt_lookup``); sampling takes one per pass.
+
 Both give the same tokens and logprobs up to float rounding (tests/unit/test_decoding.py); the
 training-time logprob check compares every sampled token against the training forward anyway.
 Sharded weights (FSDP2, ZeRO-3) and models in train mode use ``_HFSteps``.
@@ -41,14 +44,16 @@ LEAN_CLASSES = frozenset({"Qwen2ForCausalLM", "LlamaForCausalLM"})
 
 def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
            temperature: float | None, eos: int, pad: int, lean: bool = True, cache: PrefixCache | None = None,
-           keys: list | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           keys: list | None = None, lookup: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample up to ``max_new_tokens`` per row of a left-padded batch. ``temperature`` None:
     greedy. Rows that have emitted ``eos`` continue with ``pad`` (masked out of attention) until
     every row is done. Returns (new tokens [B, N], their logprobs under the full distribution at
     that temperature, lengths [B] with eos counted). ``lean`` False: the model's forward every step.
     ``cache`` (lean steps only): keys and values computed before, reused where a row starts with
     them, and what this call computes kept for the next turn of each row's episode (``keys``:
-    one hashable id per row, the episode's)."""
+    one hashable id per row, the episode's). ``lookup`` (greedy, lean steps): up to this many
+    tokens per step drafted from each row's own context and checked in the same pass
+    (``_greedy_lookup``); the tokens are the same as one at a time."""
     # the adapters live in the base model's layers; PEFT's wrapper adds only per-call work
     lm = lm.get_base_model() if is_lora(lm) else lm
     if lean and lean_supported(lm):
@@ -57,6 +62,10 @@ def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         steps = _LeanSteps(lm, input_ids, attention_mask, max_new_tokens, cache, keys)
     else:
         steps = _HFSteps(lm, input_ids, attention_mask, max_new_tokens)
+    if lookup > 0 and temperature is None and isinstance(steps, _LeanSteps):
+        tokens, logprobs, lengths = _greedy_lookup(steps, max_new_tokens, eos, pad, lookup)
+        steps.keep(tokens, lengths)
+        return tokens, logprobs, lengths
     done = torch.zeros(input_ids.shape[0], 1, dtype=torch.bool, device=input_ids.device)
     tokens, logprobs = [], []
     logits = steps.first()
@@ -77,6 +86,94 @@ def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if isinstance(steps, _LeanSteps):
         steps.keep(tokens, lengths)
     return tokens, torch.cat(logprobs, 1), lengths
+
+
+def _greedy_lookup(steps: "_LeanSteps", max_new_tokens: int, eos: int, pad: int, k: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Greedy decoding that checks drafted tokens in the pass that computes the next one (prompt
+    lookup decoding): each step feeds a row's last token followed by up to ``k`` tokens that
+    followed the latest earlier occurrence of its last few tokens in its own context (``_Drafts``);
+    the drafts the model would have chosen itself are kept, plus the model's next token after
+    them. An agent's replies copy a lot from their context (paths, names, the format of the
+    one-shot example), and a pass over a few tokens per row costs little more than over one
+    (reading the weights dominates), so a reply takes fewer passes; the tokens are the argmax of
+    every position, as one at a time. Returns what ``decode`` returns."""
+    B = len(steps.rows)
+    drafts = [_Drafts(row) for row in steps.rows]
+    out: list[list[int]] = [[] for _ in range(B)]
+    logps: list[list[float]] = [[] for _ in range(B)]
+    done = [False] * B
+
+    def take(best, upto: list[int]) -> list[int]:
+        """Append each row's argmax tokens (``best``: max of the logprobs [B, L]) at positions
+        0..upto[b], stopping at eos or the limit; how many columns each row keeps."""
+        tokens, lps = best.indices.tolist(), best.values.tolist()
+        kept = [0] * B
+        for b in range(B):
+            if done[b]:
+                continue
+            for j in range(upto[b] + 1):
+                out[b].append(tokens[b][j])
+                logps[b].append(lps[b][j])
+                if tokens[b][j] == eos or len(out[b]) == max_new_tokens:
+                    done[b] = True
+                    break
+            kept[b] = upto[b] + 1
+            drafts[b].add(out[b][len(drafts[b].seq) - len(steps.rows[b]):])
+        return kept
+
+    greedy = lambda logits: torch.log_softmax(logits.float(), dim=-1).max(-1)  # noqa: E731
+    take(greedy(steps.first()[:, None]), [0] * B)
+    while not all(done):
+        guess = [[] if done[b] else drafts[b].next(min(k, max_new_tokens - len(out[b]) - 1)) for b in range(B)]
+        L = 1 + max(map(len, guess))
+        feed = torch.full((B, L), pad, dtype=torch.long)
+        valid = torch.zeros(B, L, dtype=torch.bool)
+        for b in range(B):
+            if not done[b]:
+                feed[b, : 1 + len(guess[b])] = torch.tensor([out[b][-1], *guess[b]])
+                valid[b, : 1 + len(guess[b])] = True
+        best = greedy(steps.extend(feed.to(steps.device), valid.to(steps.device)))
+        predicted = best.indices.tolist()
+        agree = [0] * B  # leading drafts equal to what the model predicts before each
+        for b in range(B):
+            while agree[b] < len(guess[b]) and guess[b][agree[b]] == predicted[b][agree[b]]:
+                agree[b] += 1
+        steps.accept(take(best, agree))
+    N = max(map(len, out))
+    tokens = torch.full((B, N), pad, dtype=torch.long)
+    logprobs = torch.zeros(B, N)
+    for b in range(B):
+        tokens[b, : len(out[b])] = torch.tensor(out[b])
+        logprobs[b, : len(out[b])] = torch.tensor(logps[b])
+    lengths = torch.tensor([len(o) for o in out])
+    return tokens.to(steps.device), logprobs.to(steps.device), lengths.to(steps.device)
+
+
+class _Drafts:
+    """A row's context, and the tokens that followed the latest earlier occurrence of its last
+    ``n`` tokens (3, else 2, else 1): the draft of ``_greedy_lookup``."""
+
+    N = 3
+
+    def __init__(self, context: list[int]):
+        self.seq: list[int] = []
+        self.seen: list[dict[tuple, int]] = [{} for _ in range(self.N + 1)]  # n -> n-gram -> where what followed it starts
+        self.add(context)
+
+    def add(self, tokens: list[int]) -> None:
+        start = len(self.seq)
+        self.seq.extend(tokens)
+        for end in range(max(1, start), len(self.seq)):  # an n-gram ending before ``end`` was followed by seq[end]
+            for n in range(1, min(self.N, end) + 1):
+                self.seen[n][tuple(self.seq[end - n: end])] = end
+
+    def next(self, k: int) -> list[int]:
+        for n in range(min(self.N, len(self.seq)), 0, -1):
+            at = self.seen[n].get(tuple(self.seq[-n:]))
+            if at is not None:
+                return self.seq[at: at + k]
+        return []
 
 
 def lean_supported(lm: nn.Module) -> bool:
@@ -156,6 +253,7 @@ class _LeanSteps:
         self.max_new_tokens = max_new_tokens
         self.positions = torch.tensor([[len(r) - 1] for r in self.rows], device=self.device)
         self.length = 0  # columns of the cache filled so far
+        self.holes = False  # columns that rejected drafts left (``accept``)
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self._layout(None)
@@ -283,23 +381,52 @@ class _LeanSteps:
 
     def next(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Logits after appending ``tokens`` [B]; ``valid`` [B] False masks a finished row's token."""
-        col = self.length
-        self.valid[:, col] = valid
-        self.length += 1
-        self.positions = self.positions[:, -1:] + 1
-        visible = self.valid[:, None, None, : col + 1]
+        return self.extend(tokens[:, None], valid[:, None])[:, 0]
+
+    def extend(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Logits after each of ``tokens`` [B, L], appended in one pass (each sees the ones before
+        it); ``valid`` [B, L] False: a column nothing sees (a finished row's, a draft's padding)."""
+        col, L = self.length, tokens.shape[1]
+        self._room(col + L)
+        self.valid[:, col: col + L] = valid
+        self.length, self._last = col + L, L
+        positions = self.positions[:, -1:] + torch.arange(1, L + 1, device=self.device)
+        self.positions = positions[:, -1:]
+        visible = self.valid[:, None, None, : col + L].expand(-1, -1, L, -1)
+        if L > 1:  # the new columns causally
+            visible = visible & torch.ones(L, col + L, dtype=torch.bool, device=self.device).tril(col)
 
         def attend(i: int, attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            self.keys[i][:, :, col] = k[:, :, 0]
-            self.values[i][:, :, col] = v[:, :, 0]
-            keys, values = self.keys[i][:, :, : col + 1], self.values[i][:, :, : col + 1]
+            self.keys[i][:, :, col: col + L] = k
+            self.values[i][:, :, col: col + L] = v
+            keys, values = self.keys[i][:, :, : col + L], self.values[i][:, :, : col + L]
             if self.base is not None:  # the shared prefix read once for all rows
                 return _cascade_attention(q, keys, values, visible, attn.scaling, self.base.keys[i], self.base.values[i])
             return F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=attn.scaling,
                                                   enable_gqa=keys.shape[1] != q.shape[1])
 
-        x = self._layers(tokens[:, None], self.positions, attend)
-        return self.lm.lm_head(self.body.norm(x[:, -1]))
+        x = self._layers(tokens, positions, attend)
+        return self.lm.lm_head(self.body.norm(x))
+
+    def accept(self, kept: list[int]) -> None:
+        """After ``extend``: row b keeps the first ``kept[b]`` of the columns it appended (its fed
+        token and accepted drafts); the rest become holes that no later token sees, and the row's
+        next token takes the position after its last kept one."""
+        L, keep = self._last, torch.tensor(kept, device=self.device)[:, None]
+        self.valid[:, self.length - L: self.length] &= torch.arange(L, device=self.device)[None] < keep
+        self.positions = self.positions - L + keep
+        self.holes = True
+
+    def _room(self, columns: int) -> None:
+        """Grow the cache to at least ``columns`` (drafts that were rejected leave holes, so a
+        reply can take more columns than it has tokens)."""
+        have = self.valid.shape[1]
+        if columns <= have:
+            return
+        more = max(columns - have, have // 2)
+        self.keys = [F.pad(k, (0, 0, 0, more)) for k in self.keys]
+        self.values = [F.pad(v, (0, 0, 0, more)) for v in self.values]
+        self.valid = torch.cat([self.valid, self.valid.new_zeros(self.valid.shape[0], more)], 1)
 
     def keep(self, tokens: torch.Tensor, lengths: torch.Tensor) -> None:
         """Store, per row, what this call computed for its episode's next turn: the prompt and the
@@ -312,8 +439,11 @@ class _LeanSteps:
             fed = int(lengths[b]) - 1
             covered = tuple(row) + tuple(tokens[b, :fed].tolist())
             start = self.width - (len(row) - self.skip)
-            self.cache.put_episode(key, Entry(covered, [k[b, :, start:self.width + fed] for k in self.keys],
-                                              [v[b, :, start:self.width + fed] for v in self.values], self.base))
+            cols = slice(start, self.width + fed)
+            if self.holes:  # the row's columns in order, without the ones rejected drafts left
+                cols = (self.valid[b, start:].nonzero()[:, 0] + start)[: len(covered) - self.skip]
+            self.cache.put_episode(key, Entry(covered, [k[b, :, cols] for k in self.keys],
+                                              [v[b, :, cols] for v in self.values], self.base))
 
     def _layers(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
         """Hidden states after every layer for ``ids`` [B, L] at ``positions``. ``attend(layer

@@ -142,12 +142,12 @@ class Policy(nn.Module):
                                  temperature, False, False).logprobs
 
     def _decode(self, input_ids, attention_mask, max_new_tokens, temperature, eos_token_id, pad_token_id,
-                lean: bool, cache=None, keys=None) -> Generation:
+                lean: bool, cache=None, keys=None, lookup: int = 0) -> Generation:
         # inference_mode, not no_grad: no version counters or view tracking on the thousands of
         # small tensors decoding makes (what it returns becomes Python lists, never autograd inputs)
         with torch.inference_mode():
             tokens, logprobs, lengths = decode(self.lm, input_ids, attention_mask, max_new_tokens, temperature,
-                                               eos_token_id, pad_token_id, lean, cache, keys)
+                                               eos_token_id, pad_token_id, lean, cache, keys, lookup)
         return Generation(tokens.clone(), logprobs.clone(), lengths.clone())
 
     @torch.no_grad()
@@ -165,7 +165,7 @@ class Policy(nn.Module):
         greedy, temperature = sampling.greedy, sampling.temperature
         if sampling.cache == "dynamic" and not synced_gpus:
             return self._decode(input_ids, attention_mask, sampling.max_new_tokens, None if greedy else temperature,
-                                eos_token_id, pad_token_id, sampling.lean_steps, cache, keys)
+                                eos_token_id, pad_token_id, sampling.lean_steps, cache, keys, sampling.prompt_lookup)
         extra = {}
         if sampling.cache == "static":
             # Fewer distinct shapes, fewer recompilations: pad the prompt width to a multiple of 64.

@@ -277,7 +277,7 @@ def validate_algorithm(alg: AlgorithmConfig) -> None:
 
 def validate_sampling(prefix: str, s: SamplingSpec) -> None:
     _positive(prefix, s, "max_new_tokens", "temperature")
-    _positive(prefix, s, "prefix_cache_mb", zero_ok=True)
+    _positive(prefix, s, "prefix_cache_mb", "prompt_lookup", zero_ok=True)
     _choice(f"{prefix}.cache", s.cache, ("dynamic", "static"))
     _need(not s.compile or s.cache == "static", f"{prefix}.compile", s.compile, f"needs {prefix}.cache=static")
     _need(s.max_context_tokens > s.max_new_tokens + 16, f"{prefix}.max_context_tokens", s.max_context_tokens,

@@ -104,6 +104,7 @@ class SamplingSpec:
     compile: bool  # static cache only: torch.compile the decoding step (CUDA graphs on GPU)
     lean_steps: bool  # dynamic cache, Qwen2/Llama: decode through the model's submodules (lorarl.decoding)
     prefix_cache_mb: int  # lean steps: memory for reused keys and values of computed prefixes (0: off)
+    prompt_lookup: int  # greedy, lean steps: tokens per step drafted from the row's context and checked at once (0: off)
 
 
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")

@@ -143,7 +143,7 @@ def test_algorithm_sampling_lean_steps_false_decodes_through_the_models_forward(
     greedy = replace(defaults.algorithm.sampling, max_new_tokens=6, greedy=True)
     assert greedy.lean_steps  # on by default
     calls = []
-    monkeypatch.setattr(decoding._LeanSteps, "next", _spy(decoding._LeanSteps.next, calls))
+    monkeypatch.setattr(decoding._LeanSteps, "extend", _spy(decoding._LeanSteps.extend, calls))
     lean = policy.generate(ids, mask, greedy, tok.eos_token_id, tok.pad_token_id)
     assert calls
     calls.clear()

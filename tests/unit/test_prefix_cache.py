@@ -1,7 +1,9 @@
 """The lean decoder's prefix cache (lorarl.prefix_cache): reusing an episode's earlier turns and a
 prefix shared by a batch's rows gives the tokens and logprobs of computing everything again (Qwen2
 and Llama, LoRA and full fine-tuning, left padding, rows ending at different turns, a prompt
-shorter than the others' shared prefix), never outlives a weight update, and stays in its budget."""
+shorter than the others' shared prefix), never outlives a weight update, and stays in its budget.
+Greedy decoding with drafts from the context (prompt lookup) gives the same tokens too, the
+rejected drafts' columns left out of what the cache keeps."""
 
 import pytest
 import torch
@@ -40,15 +42,15 @@ def _left_pad(rows):
     return ids, mask
 
 
-def _decode(lm, rows, cache=None, keys=None, new=6, temperature=None, seed=0):
+def _decode(lm, rows, cache=None, keys=None, new=6, temperature=None, seed=0, lookup=0, eos=EOS):
     ids, mask = _left_pad(rows)
     torch.manual_seed(seed)
     with torch.inference_mode():
-        tokens, logp, lengths = decode(lm, ids, mask, new, temperature, EOS, PAD, True, cache, keys)
+        tokens, logp, lengths = decode(lm, ids, mask, new, temperature, eos, PAD, True, cache, keys, lookup)
     return [(tokens[i, :n].tolist(), logp[i, :n]) for i, n in enumerate(lengths.tolist())]
 
 
-def _turns(lm, cache, temperature=None):
+def _turns(lm, cache, temperature=None, lookup=0, new=6):
     """Three turns of five episodes: a shared 40-token instruction prefix, two rows of one task (a
     GRPO group), one prompt shorter than the shared prefix; episode 1 ends after turn 1, episode 3
     after turn 2. Returns every turn's (tokens, logprobs) per episode, and the rows played."""
@@ -59,7 +61,7 @@ def _turns(lm, cache, temperature=None):
             4: instructions + rand(3)}
     for turn, live in enumerate([[0, 1, 2, 3, 4], [0, 2, 3, 4], [0, 2, 4]]):
         batch = [rows[e] for e in live]
-        out = _decode(lm, batch, cache, live if cache is not None else None, temperature=temperature, seed=turn)
+        out = _decode(lm, batch, cache, live if cache is not None else None, new, temperature, turn, lookup)
         for e, (toks, _) in zip(live, out):
             rows[e] = rows[e] + toks + ([EOS] if not toks or toks[-1] != EOS else []) + rand(5)  # observation
         yield out, batch
@@ -196,3 +198,76 @@ def test_the_bench_before_arm_padded_prefill_decodes_the_same(temperature):
         for (toks_a, lp_a), (toks_b, lp_b) in zip(packed, padded):
             assert toks_a == toks_b
             assert torch.allclose(lp_a, lp_b, atol=1e-4)
+
+
+class _Oracle:
+    """Drafts that are the model's own greedy reply (recorded from a plain decode of the same
+    rows), wrong from their third token on every other call: prompt lookup's drafts are right
+    and wrong in runs, and a random tiny model never repeats its context."""
+
+    def __init__(self, monkeypatch):
+        import lorarl.decoding as decoding
+
+        self.replies, self.calls, self.kept = {}, 0, []
+        oracle = self
+
+        def drafted(drafts, k):
+            reply = next((r for prompt, r in oracle.replies.items() if drafts.seq[: len(prompt)] == list(prompt)), [])
+            done = len(drafts.seq) - next(len(p) for p in oracle.replies if drafts.seq[: len(p)] == list(p))
+            guess = list(reply[done: done + k])
+            oracle.calls += 1
+            if oracle.calls % 2 and len(guess) > 2:
+                guess[2] = (guess[2] + 1) % 300
+            return guess
+
+        accept = decoding._LeanSteps.accept
+        monkeypatch.setattr(decoding._Drafts, "next", drafted)
+        monkeypatch.setattr(decoding._LeanSteps, "accept", lambda steps, kept: (self.kept.append(kept), accept(steps, kept)))
+
+    def learn(self, rows, replies):
+        self.replies.update({tuple(r): toks for r, (toks, _) in zip(rows, replies)})
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_greedy_with_drafts_gives_the_tokens_of_one_at_a_time(arch, monkeypatch):
+    lm = _lm(arch, True)
+    g = torch.Generator().manual_seed(5)
+    rows = [torch.randint(3, 300, (n,), generator=g).tolist() for n in (9, 30, 17, 4)]
+    plain = _decode(lm, rows, new=24)
+    eos = plain[1][0][7]  # a token row 1 emits mid-way: its reply ends inside an accepted draft
+    plain = _decode(lm, rows, new=24, eos=eos)
+    oracle = _Oracle(monkeypatch)
+    oracle.learn(rows, plain)
+    got = _decode(lm, rows, new=24, lookup=4, eos=eos)
+    for (toks_l, lp_l), (toks_p, lp_p) in zip(got, plain):
+        assert toks_l == toks_p
+        assert torch.allclose(lp_l, lp_p, atol=1e-4)
+    assert len(got[1][0]) <= 8 and len(got[0][0]) == 24  # one row stopped at eos, another at the limit
+    assert len(oracle.kept) < 24 // 2  # passes: the drafts were taken, in parts
+
+
+def test_drafts_leave_no_holes_in_what_the_next_turn_reuses(monkeypatch):
+    lm = _lm("llama", True)
+    plain = list(_turns(lm, None, new=12))
+    oracle = _Oracle(monkeypatch)
+    for out, batch in plain:
+        oracle.learn(batch, out)
+    cache = PrefixCache(1 << 30, min_shared=16)
+    for (looked, _), (one_by_one, _) in zip(_turns(lm, cache, lookup=3, new=12), plain):
+        for (toks_l, lp_l), (toks_p, lp_p) in zip(looked, one_by_one):
+            assert toks_l == toks_p
+            assert torch.allclose(lp_l, lp_p, atol=1e-4)
+    assert any(max(k) > 1 for k in oracle.kept) and any(0 < min(k) < max(k) for k in oracle.kept if max(k) > 1)
+    assert cache.stats()["prefill_tokens_reused"] > 2 * cache.stats()["prefill_tokens_computed"]
+
+
+def test_drafts_are_what_followed_the_last_tokens_latest_earlier_occurrence():
+    from lorarl.decoding import _Drafts
+
+    d = _Drafts([5, 6, 7, 8, 9, 5, 6, 1, 2, 5, 6])
+    assert d.next(3) == [1, 2, 5]  # "5 6" last occurred before "1 2 5"
+    d.add([1])
+    assert d.next(4) == [2, 5, 6, 1]  # "5 6 1" before: what followed it, up to the last token
+    d.add([7])
+    assert d.next(2) == [8, 9]  # no "6 1 7" nor "1 7" before: "7" alone
+    assert _Drafts([1, 2, 3]).next(2) == []
