@@ -10,10 +10,11 @@ One process, one model (``--model``, SmolLM2-135M-Instruct by default, plus ``--
 each round plays the same held-out generated tasks once per arm, arms interleaved (A, B, A, B),
 the thread count pinned and printed. The "before" arm is the rollout as the issue measured it:
 each turn prefills the whole episode, its rows padded to the longest (only identical rows share a
-prefill), and tasks run batch by batch. "prefix cache" is the default: prefixes reused, prefills
-packed without padding, and an env whose episode ended takes the next task at once (continuous
-batching). ``--arms`` adds "off" (today's decoder without the cache: packed prefills, batch by
-batch) and "cache, batch by batch", which separate the three.
+prefill), tasks run batch by batch, one token per pass. "prefix cache" is the default: prefixes
+reused, prefills packed without padding, an env whose episode ended takes the next task at once
+(continuous batching), and greedy passes check tokens drafted from the context
+(``prompt_lookup``). ``--arms`` adds "off" (today's decoder without the cache, batch by batch,
+one token per pass), "cache, no lookup" and "cache, batch by batch", which separate them.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench.common import pin_threads, record, table  # noqa: E402
 
-# arm: (prefix_cache_mb, continuous batching, padded prefills). "before" is the path before the
-# cache: batch by batch (a batch runs until its longest episode ends), every turn prefilled in full
-# with its rows padded to the longest.
-ARMS = {"before": (0, False, True), "off": (0, False, False), "prefix cache": (1024, True, False),
-        "cache, batch by batch": (1024, False, False)}
+# arm: (prefix_cache_mb, continuous batching, padded prefills, prompt_lookup; None: the config's).
+# "before" is the path before the cache: batch by batch (a batch runs until its longest episode
+# ends), every turn prefilled in full with its rows padded to the longest, one token per pass.
+ARMS = {"before": (0, False, True, 0), "off": (0, False, False, 0), "prefix cache": (1024, True, False, None),
+        "cache, no lookup": (1024, True, False, 0), "cache, batch by batch": (1024, False, False, None)}
 DEFAULT_ARMS = "before,prefix cache"
 _PREFILL: dict = {}  # today's prefill, kept when the "before" arm replaces it
 
@@ -77,9 +78,11 @@ def main():
           f"threads={threads}", flush=True)
     got: dict[str, list[dict]] = {a: [] for a in arms}
     for r in range(args.rounds):
-        for arm, (mb, continuous, padded) in arms.items():  # interleaved
+        for arm, (mb, continuous, padded, lookup) in arms.items():  # interleaved
             padded_prefills(padded)
             sampling = replace(config.algorithm.sampling, greedy=not args.rl_iteration, prefix_cache_mb=mb)
+            if lookup is not None:
+                sampling = replace(sampling, prompt_lookup=lookup)
             collector = make_collector(config.env, envs, tok, sampling, config.reward)
             torch.manual_seed(0)
             if args.rl_iteration:
