@@ -14,7 +14,7 @@ prefill), tasks run batch by batch, one token per pass. "prefix cache" is the de
 reused, prefills packed without padding, an env whose episode ended takes the next task at once
 (continuous batching), and greedy passes check tokens drafted from the context
 (``prompt_lookup``). ``--arms`` adds "off" (today's decoder without the cache, batch by batch,
-one token per pass), "cache, no lookup" and "cache, batch by batch", which separate them.
+one token per pass), "no lookup" and "batch by batch", which separate them.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bench.common import pin_threads, record, table  # noqa: E402
 # "before" is the path before the cache: batch by batch (a batch runs until its longest episode
 # ends), every turn prefilled in full with its rows padded to the longest, one token per pass.
 ARMS = {"before": (0, False, True, 0), "off": (0, False, False, 0), "prefix cache": (1024, True, False, None),
-        "cache, no lookup": (1024, True, False, 0), "cache, batch by batch": (1024, False, False, None)}
+        "no lookup": (1024, True, False, 0), "batch by batch": (1024, False, False, None)}
 DEFAULT_ARMS = "before,prefix cache"
 _PREFILL: dict = {}  # today's prefill, kept when the "before" arm replaces it
 
