@@ -117,13 +117,16 @@ def main():
         return
     off, on = (statistics.median(x["generate_s_per_episode"] for x in got[a]) for a in list(got)[:2])
     same = all(x["outcomes"] == next(iter(got.values()))[0]["outcomes"] for rs in got.values() for x in rs)
-    same_tokens = all(x["tokens"] == next(iter(got.values()))[0]["tokens"] for rs in got.values() for x in rs)
+    first = next(iter(got.values()))[0]["tokens"]
+    # per arm, the most episodes of a round whose tokens differ from the first arm's first round
+    differ = {arm: max(sum(a != b for a, b in zip(x["tokens"], first)) for x in rs) for arm, rs in got.items()}
+    same_tokens = not any(differ.values())
     what = "one GRPO iteration's rollouts, sampled" if args.rl_iteration else "an evaluation, greedy"
     print(table(rows, f"generation per episode, {args.env}, {what}"))
     print(f"{' / '.join(list(got)[:2])} (median): {off / on:.2f}x; outcomes the same task by task: {same}; "
-          f"the same tokens: {same_tokens}")
+          f"the same tokens: {same_tokens}" + ("" if same_tokens else f" (episodes that differ, per arm: {differ})"))
     record("prefix_cache", {"args": vars(args), "threads": threads, "rows": rows, "ratio": off / on, "same_outcomes": same,
-                            "same_tokens": same_tokens})
+                            "same_tokens": same_tokens, "episodes_with_other_tokens": differ})
 
 
 def padded_prefills(on: bool) -> None:
