@@ -30,7 +30,8 @@ Arguments:
     to draw from; max_rounds: statements per episode (AgentBench: 15); max_observation_chars (800);
     query_timeout_s: time budget of one statement; answer_rule: "agentbench" (its exact comparison)
     or "tolerant" (``tasks.answers_match``); prompt_format: "text" or "chat"; limits: ``DBLimits``
-    fields (worker memory, database size). ``reset(options={"task_index": i})`` picks file task i;
+    fields (worker memory, database size); names: the generator's table, column and people names,
+    "plain", "wiki" (AgentBench-like, to be quoted) or "mixed" (``generator.py``). ``reset(options={"task_index": i})`` picks file task i;
     otherwise the seed picks the task.
 """
 
@@ -49,16 +50,19 @@ _LOADERS = {"agentbench": load_agentbench, "lifelong": load_lifelong}
 class DBBenchEnv(TaskEnv):
     def __init__(self, source: str = "generator", path: str | None = None, skills: list[str] | None = None,
                  max_rounds: int = 15, max_observation_chars: int = 800, query_timeout_s: float = 2.0,
-                 answer_rule: str = "agentbench", prompt_format: str = "text", limits: dict | None = None):
+                 answer_rule: str = "agentbench", prompt_format: str = "text", limits: dict | None = None,
+                 names: str = "plain"):
         skills = skill_names(skills)
         check_task_args(source, path, skills, generator.SKILLS, prompt_format)
         positive("max_rounds", max_rounds, integer=True)
         positive("max_observation_chars", max_observation_chars, integer=True)
         positive("query_timeout_s", query_timeout_s)
+        if names not in generator.NAMES:
+            raise ValueError(f"names={names!r}: expected one of {', '.join(generator.NAMES)}")
         if answer_rule not in ANSWER_RULES:
             raise ValueError(f"answer_rule={answer_rule!r}: expected one of {', '.join(ANSWER_RULES)}")
         super().__init__()
-        self.source, self.skills = source, tuple(skills or ())
+        self.source, self.skills, self.names = source, tuple(skills or ()), names
         self._use_tasks(_LOADERS[source](path) if source != "generator" else [], path)
         self.max_rounds, self.max_chars, self.answer_rule = max_rounds, max_observation_chars, answer_rule
         self.prompt_format = prompt_format
@@ -71,7 +75,10 @@ class DBBenchEnv(TaskEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.task_index = self._pick(options or {})
-        self.task = self.tasks[self.task_index] if self.tasks else generator.generate(int(self.np_random.integers(2**31)), self.skills or None)
+        if self.tasks:
+            self.task = self.tasks[self.task_index]
+        else:
+            self.task = generator.generate(int(self.np_random.integers(2**31)), self.skills or None, self.names)
         self.rounds = self.operations = 0
         self.setup_error, self.reference, self.judge_error = None, None, None
         try:

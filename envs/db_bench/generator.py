@@ -5,6 +5,14 @@ Python, from the rows; the gold SQL is what the oracle runs through the env, so 
 (SQL that disagrees with the Python answer) fails the oracle test. Modification tasks are judged
 by the table the gold SQL leaves. Ambiguous draws (ties, empty answers, averages that round
 differently in SQL and Python) are redrawn with the same RNG, so a seed always gives one task.
+
+``names`` picks how tables, columns and people are named. "plain": one lowercase word each
+(``employees``, ``salary``): a query needs no quoting. "wiki": as AgentBench's tables (taken from
+Wikipedia) name them: several words, capitals and punctuation in table and column names
+(``"Staff List (Head Office)"``, ``"Salary ($)"``), which SQL must quote with double quotes, and
+people whose names hold an apostrophe (``'Dara O''Neil'``), which a string literal must double.
+A model trained on plain tasks only writes ``FROM staff_list`` and ``'O'Neil'``: syntax errors
+on most of AgentBench's questions. "mixed": each task draws one of the two.
 """
 
 from __future__ import annotations
@@ -32,14 +40,39 @@ _SCHEMAS = [
                                      "Hanoi", "Porto", "Delhi"],
      [("score", 40, 100), ("age", 17, 30)]),
 ]
+# "wiki" names, per schema: table names, per column (name, category, numeric 1, numeric 2) the
+# names it may carry, and category values (some with an apostrophe); plus full names of people.
+_WIKI = {
+    "employees": (["Staff List (Head Office)", "Employee Records 2019", "Company Staff, Berlin Branch"],
+                  [["Employee Name", "Full name"], ["Department", "Dept."], ["Salary ($)", "Monthly Salary"],
+                   ["Age (years)", "Age at Hire"]],
+                  ["Sales", "Engineering", "HR", "Finance", "Legal", "Director's Office", "Support", "Research",
+                   "Workers' Council", "Operations", "R&D", "Logistics"]),
+    "products": (["Product Catalogue", "Store Inventory 2021", "Online Shop - Items"],
+                 [["Product Name", "Item"], ["Category", "Product Line"], ["Price (USD)", "Unit Price"],
+                  ["Units in Stock", "Stock Level"]],
+                 ["Children's Books", "Toys", "Garden", "Food", "Music", "Men's Shoes", "Games", "Tools",
+                  "Women's Clothing", "Office", "Pets", "Home & Kitchen"]),
+    "students": (["Student Exam Results", "Class of 2020", "Exchange Students (Spring)"],
+                 [["Student Name", "Full name"], ["Home City", "City of Origin"], ["Final Score", "Exam Score (%)"],
+                  ["Age", "Age (years)"]],
+                 ["Paris", "L'Aquila", "Oslo", "St. John's", "Cairo", "Quito", "Seoul", "N'Djamena", "Perth",
+                  "Hanoi", "Porto", "New Delhi"]),
+}
+_SURNAMES = ["Martin", "O'Neil", "Garcia", "D'Souza", "Smith", "O'Brien", "Nakamura", "Dubois", "Kowalski",
+             "N'Diaye", "Rossi", "Jensen"]
+NAMES = ("plain", "wiki", "mixed")
 MAX_COUNT = 12  # `count` answers are uniform over 0..MAX_COUNT: a constant guess wins 1 task in 13
 
 
-def generate(seed: int, skills: tuple[str, ...] | list[str] | None = None) -> Task:
+def generate(seed: int, skills: tuple[str, ...] | list[str] | None = None, names: str = "plain") -> Task:
+    if names not in NAMES:
+        raise ValueError(f"names={names!r}: expected one of {', '.join(NAMES)}")
     rng = random.Random(seed)
     skill = rng.choice(list(skills or SKILLS))
+    wiki = names == "wiki" or (names == "mixed" and rng.random() < 0.5)  # plain draws nothing more: its tasks stay
     for _ in range(100):
-        task = _draw(rng, skill)
+        task = _draw(rng, skill, wiki)
         if task is not None:
             return task
     raise RuntimeError(f"could not draw an unambiguous {skill} task for seed {seed}")
@@ -53,9 +86,19 @@ def _round2(x: float) -> float | None:
     return float((Decimal(repr(x))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
-def _draw(rng: random.Random, skill: str) -> Task | None:
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _draw(rng: random.Random, skill: str, wiki: bool = False) -> Task | None:
     table, entity, cat, all_values, nums = rng.choice(_SCHEMAS)
     (n1, lo1, hi1), (n2, lo2, hi2) = nums
+    people, name_col, ident = _NAMES, "name", str  # plain: bare one-word columns
+    if wiki:
+        titles, variants, all_values = _WIKI[table]
+        table = rng.choice(titles)
+        name_col, cat, n1, n2 = (rng.choice(v) for v in variants)
+        people, ident = [f"{first} {rng.choice(_SURNAMES)}" for first in _NAMES], quote_ident
     cat_values = rng.sample(all_values, 4)
     if skill == "count":  # the answer is drawn first, uniform (0 included: a value no row has)
         target, c = rng.randint(0, MAX_COUNT), rng.choice(cat_values)
@@ -65,55 +108,59 @@ def _draw(rng: random.Random, skill: str) -> Task | None:
     else:
         n = rng.randint(5, 10)
         cats = [rng.choice(cat_values) for _ in range(n)]
-    names = rng.sample(_NAMES, n)
+    names = rng.sample(people, n)
     v1 = rng.sample(range(lo1, hi1), n)  # distinct: maxima and orderings are unambiguous
     rows = [[names[i], cats[i], v1[i], rng.randint(lo2, hi2)] for i in range(n)]
-    columns = [("name", "TEXT"), (cat, "TEXT"), (n1, "INTEGER"), (n2, "INTEGER")]
+    columns = [(name_col, "TEXT"), (cat, "TEXT"), (n1, "INTEGER"), (n2, "INTEGER")]
     t = quote_ident(table)
+    nm, ct, c1, c2 = (ident(x) for x in (name_col, cat, n1, n2))  # as SQL must write them
     row = rng.choice(rows)
     c = c if skill == "count" else row[1]
     in_c = [r for r in rows if r[1] == c]
     mid = sorted(v1)[n // 2]
     k = rng.randint(2, 3)
-    new_name = rng.choice([x for x in _NAMES if x not in names] or ["Newcomer"])
+    new_name = rng.choice([x for x in people if x not in names] or ["Newcomer"])
     by_v1 = sorted(rows, key=lambda r: r[2])
-    totals = {g: sum(r[2] for r in rows if r[1] == g) for g in {r[1] for r in rows}}
+    # sorted: a set's order of strings changes with each process's hash seed (the label's order with it)
+    totals = {g: sum(r[2] for r in rows if r[1] == g) for g in sorted({r[1] for r in rows})}
     top = sorted(totals.values(), reverse=True)
     counts = {g: sum(r[1] == g for r in rows) for g in totals}
     mean = sum(v1) / n
     # skill: (question, gold SQL, answer computed in Python; None = ambiguous, redraw), built for
     # the drawn skill only (a `count` category may have no rows: no average of it)
     q = {
-        "select": lambda: (f"What is the {n2} of the {entity} named {row[0]}?", f"SELECT {n2} FROM {t} WHERE name = '{row[0]}'",
-                           [row[3]]),
+        "select": lambda: (f"What is the {n2} of the {entity} named {row[0]}?",
+                           f"SELECT {c2} FROM {t} WHERE {nm} = {_literal(row[0])}", [row[3]]),
         "where": lambda: (f"List the names of all {entity}s whose {n1} is greater than {mid}.",
-                          f"SELECT name FROM {t} WHERE {n1} > {mid}", [r[0] for r in rows if r[2] > mid]),
+                          f"SELECT {nm} FROM {t} WHERE {c1} > {mid}", [r[0] for r in rows if r[2] > mid]),
         "order_by": lambda: (f"Which {entity} has the highest {n1}? Answer with the name.",
-                             f"SELECT name FROM {t} ORDER BY {n1} DESC LIMIT 1", [by_v1[-1][0]]),
+                             f"SELECT {nm} FROM {t} ORDER BY {c1} DESC LIMIT 1", [by_v1[-1][0]]),
         "limit": lambda: (f"List the names of the {k} {entity}s with the lowest {n1}.",
-                          f"SELECT name FROM {t} ORDER BY {n1} ASC LIMIT {k}", [r[0] for r in by_v1[:k]]),
-        "count": lambda: (f"How many {entity}s have {cat} '{c}'?", f"SELECT COUNT(*) FROM {t} WHERE {cat} = '{c}'", [len(in_c)]),
+                          f"SELECT {nm} FROM {t} ORDER BY {c1} ASC LIMIT {k}", [r[0] for r in by_v1[:k]]),
+        "count": lambda: (f"How many {entity}s have {cat} '{c}'?", f"SELECT COUNT(*) FROM {t} WHERE {ct} = {_literal(c)}",
+                          [len(in_c)]),
         "sum": lambda: (f"What is the total {n1} of {entity}s with {cat} '{c}'?",
-                        f"SELECT SUM({n1}) FROM {t} WHERE {cat} = '{c}'", [sum(r[2] for r in in_c)]),
+                        f"SELECT SUM({c1}) FROM {t} WHERE {ct} = {_literal(c)}", [sum(r[2] for r in in_c)]),
         "avg": lambda: (f"What is the average {n1} of {entity}s with {cat} '{c}', rounded to 2 decimal places?",
-                        f"SELECT ROUND(AVG({n1}), 2) FROM {t} WHERE {cat} = '{c}'",
+                        f"SELECT ROUND(AVG({c1}), 2) FROM {t} WHERE {ct} = {_literal(c)}",
                         [_round2(sum(r[2] for r in in_c) / len(in_c))]),
         "min": lambda: (f"What is the lowest {n1} of {entity}s with {cat} '{c}'?",
-                        f"SELECT MIN({n1}) FROM {t} WHERE {cat} = '{c}'", [min(r[2] for r in in_c)]),
+                        f"SELECT MIN({c1}) FROM {t} WHERE {ct} = {_literal(c)}", [min(r[2] for r in in_c)]),
         "max": lambda: (f"What is the highest {n1} of {entity}s with {cat} '{c}'?",
-                        f"SELECT MAX({n1}) FROM {t} WHERE {cat} = '{c}'", [max(r[2] for r in in_c)]),
+                        f"SELECT MAX({c1}) FROM {t} WHERE {ct} = {_literal(c)}", [max(r[2] for r in in_c)]),
         "group_by": lambda: (f"Which {cat} has the largest total {n1}?",
-                             f"SELECT {cat} FROM {t} GROUP BY {cat} ORDER BY SUM({n1}) DESC LIMIT 1",
+                             f"SELECT {ct} FROM {t} GROUP BY {ct} ORDER BY SUM({c1}) DESC LIMIT 1",
                              [max(totals, key=totals.get)] if len(top) == 1 or top[0] != top[1] else [None]),
         "having": lambda: (f"Which {cat} values have at least {k} {entity}s?",
-                           f"SELECT {cat} FROM {t} GROUP BY {cat} HAVING COUNT(*) >= {k}", [g for g in counts if counts[g] >= k]),
+                           f"SELECT {ct} FROM {t} GROUP BY {ct} HAVING COUNT(*) >= {k}", [g for g in counts if counts[g] >= k]),
         "subquery": lambda: (f"List the names of {entity}s whose {n1} is above the average {n1}.",
-                             f"SELECT name FROM {t} WHERE {n1} > (SELECT AVG({n1}) FROM {t})", [r[0] for r in rows if r[2] > mean]),
+                             f"SELECT {nm} FROM {t} WHERE {c1} > (SELECT AVG({c1}) FROM {t})", [r[0] for r in rows if r[2] > mean]),
         "insert": lambda: (f"Add a new {entity} named {new_name} with {cat} '{c}', {n1} {mid + 1} and {n2} {lo2}.",
-                           f"INSERT INTO {t} (name, {cat}, {n1}, {n2}) VALUES ('{new_name}', '{c}', {mid + 1}, {lo2})", None),
+                           f"INSERT INTO {t} ({nm}, {ct}, {c1}, {c2}) VALUES ({_literal(new_name)}, {_literal(c)}, {mid + 1}, {lo2})",
+                           None),
         "update": lambda: (f"Change the {n2} of the {entity} named {row[0]} to {row[3] + 1}.",
-                           f"UPDATE {t} SET {n2} = {row[3] + 1} WHERE name = '{row[0]}'", None),
-        "delete": lambda: (f"Delete every {entity} whose {n1} is below {mid}.", f"DELETE FROM {t} WHERE {n1} < {mid}", None),
+                           f"UPDATE {t} SET {c2} = {row[3] + 1} WHERE {nm} = {_literal(row[0])}", None),
+        "delete": lambda: (f"Delete every {entity} whose {n1} is below {mid}.", f"DELETE FROM {t} WHERE {c1} < {mid}", None),
     }
     question, sql, label = q[skill]()
     kind = "modify" if label is None else "select"

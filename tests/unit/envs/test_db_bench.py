@@ -27,6 +27,7 @@ ID = "lorarl/DBBench-v0"
 # reference queries fail on any engine or return something else than the label (e.g. task 16:
 # MIN over a TEXT column gives '13', the label says '5.0'); every modification is solvable.
 DEV_SOLVABLE_QUESTIONS = {3, 4, 14, 19}
+PLAIN_DIGEST = "ec1a2a872b42de0e2e15459b2a5447b0f76348bab7a7e5dd811f3f532670ca7f"
 
 
 def play(env, agent, **reset):
@@ -102,6 +103,43 @@ def test_oracle_solves_1000_generated_tasks_by_running_their_sql():
         assert info["rounds"] == 2  # one statement, one answer: nothing echoed from the task
     assert outcomes == {"correct": 1000}
     assert set(skills) == set(SKILLS)
+
+
+def test_oracle_solves_wiki_named_tasks_of_every_skill_and_bare_names_fail():
+    """AgentBench-like names (``names="wiki"``): every skill solvable by executing its SQL, and only
+    with the quoting that SQL needs: the same query with bare names, or an apostrophe left single,
+    is an error, as a model that learned plain tasks only writes it."""
+    env = gym.make(ID, names="wiki")
+    outcomes, skills, apostrophes = Counter(), Counter(), 0
+    for seed in range(300):
+        info = play_oracle(env, seed=seed)
+        outcomes[info["outcome"]] += 1
+        task = env.unwrapped.task
+        skills[task.task_type] += 1
+        assert " " in task.table_name and f'"{task.table_name}"' in task.gold_sql
+        apostrophes += "''" in task.gold_sql
+        bare = task.gold_sql.replace('"', "")  # what an unquoting model writes
+        env.reset(seed=seed)
+        assert env.step(op(bare))[0].startswith("Error:"), bare
+    assert outcomes == {"correct": 300}
+    assert set(skills) == set(SKILLS)
+    assert apostrophes > 25  # names (O'Neil) and categories (Children's Books) in WHERE and INSERT literals
+    assert lazy_wins(env, [{"seed": s} for s in range(60)]) == {n: 0 for n in LAZY}
+
+
+def test_plain_names_are_the_tasks_they_always_were_and_mixed_draws_both():
+    """Studies and pinned results replay the plain generator's tasks: adding names left them as
+    they were (digest of seeds 0-199, in any process: a having label's order once followed the
+    process's string hash seed)."""
+    import hashlib
+
+    digest = hashlib.sha256("".join(repr(generate(s)) for s in range(200)).encode()).hexdigest()
+    assert digest == PLAIN_DIGEST
+    assert all(generate(s) == generate(s, names="plain") for s in range(20))
+    wiki = [" " in generate(s, names="mixed").table_name for s in range(200)]
+    assert 60 < sum(wiki) < 140
+    with pytest.raises(ValueError, match="names"):
+        generate(0, names="fancy")
 
 
 def test_generator_answers_come_from_python_not_sql():
@@ -357,7 +395,7 @@ def test_generator_is_deterministic():
 def test_bad_arguments_and_task_files_are_one_clear_error(tmp_path):
     for kwargs, needle in [({"max_rounds": 0}, "max_rounds"), ({"query_timeout_s": -1}, "query_timeout_s"),
                            ({"answer_rule": "fuzzy"}, "answer_rule"), ({"limits": {"db_mb": 0}}, "limits.db_mb"),
-                           ({"prompt_format": "xml"}, "prompt_format")]:
+                           ({"prompt_format": "xml"}, "prompt_format"), ({"names": "fancy"}, "names")]:
         with pytest.raises(ValueError, match=needle):
             gym.make(ID, **kwargs)
     bad = tmp_path / "bad.jsonl"
