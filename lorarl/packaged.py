@@ -6,8 +6,8 @@ names such a model by its hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``), so a
 on it names a base that loads anywhere; here the id resolves to a local directory made on first
 use: the GGUF dequantized to fp32 safetensors with its tokenizer and chat template (about 20 s
 once; later loads take about a second). Those are the Q4_1-dequantized weights, not the hub's
-bf16 ones (docs/learning.md measures what that means for an adapter). The copy lives under
-``$LORARL_CACHE`` (default ``$XDG_CACHE_HOME/lorarl``, i.e. ``~/.cache/lorarl``) in
+bf16 ones (docs/learning.md estimates what that means for an adapter: bench/quant_gap.py). The
+copy lives under ``$LORARL_CACHE`` (default ``$XDG_CACHE_HOME/lorarl``, i.e. ``~/.cache/lorarl``) in
 ``models/<name>``; delete that directory to make it again.
 """
 
