@@ -10,7 +10,8 @@ differently in SQL and Python) are redrawn with the same RNG, so a seed always g
 (``employees``, ``salary``): a query needs no quoting. "wiki": as AgentBench's tables (taken from
 Wikipedia) name them: several words, capitals and punctuation in table and column names
 (``"Staff List (Head Office)"``, ``"Salary ($)"``), which SQL must quote with double quotes, and
-people whose names hold an apostrophe (``'Dara O''Neil'``), which a string literal must double.
+people and categories whose names hold an apostrophe (``'Dara O''Neil'``, ``'Children''s Books'``),
+which a string literal must double.
 A model trained on plain tasks only writes ``FROM staff_list`` and ``'O'Neil'``: syntax errors
 on most of AgentBench's questions. "mixed": each task draws one of the two.
 """
