@@ -71,6 +71,16 @@ def group_relative(
     return centered / (std[inv] + eps)
 
 
+def informative(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """bool [B]: episodes whose group's rewards are not all equal. The others get a GRPO
+    advantage of exactly 0: their policy gradient is zero, whatever the update does."""
+    uniq, inv = torch.unique(group_ids, return_inverse=True)
+    lo = torch.full((len(uniq),), float("inf"), dtype=rewards.dtype, device=rewards.device).scatter_reduce(
+        0, inv, rewards, "amin")
+    hi = torch.full_like(lo, float("-inf")).scatter_reduce(0, inv, rewards, "amax")
+    return (hi > lo)[inv]
+
+
 def reinforce_baseline(rewards: torch.Tensor, baseline: float) -> torch.Tensor:
     """REINFORCE advantage per episode: R - b, with b a running mean of past rewards."""
     return rewards - baseline

@@ -100,17 +100,23 @@ class RLModule(L.LightningModule):
         episodes = self._collect(iteration)
         rollout_s = time.perf_counter() - t0
         data = self.collector.batch(episodes).to(self.device)
+        rollout_tokens, trained = data.num_action_tokens, {}
+        if self.spec.skip_uniform_groups:
+            rows, count = ppo.informative_rows(data, self.max_over_ranks)
+            data, trained = data.select(rows) if len(rows) else None, {"train/informative_share": count / len(episodes)}
         temperature = self.loop.temperature
-        t_prep = time.perf_counter()  # still in eval mode: old values and logprobs are the no-dropout policy's
-        targets, prep_stats = ppo.prepare(self.policy, data, self.spec, self.advantage_state, temperature,
-                                          self.batching, self.check, self.mean_over_ranks)
-        self.policy.train()
-        t1 = time.perf_counter()
-        train_stats, train_tokens = ppo.update(self.policy, data, targets, self.spec, temperature, self.batching,
-                                               self._backward, self._step, self.check)
-        stats = {**prefixed("rollout", episode_metrics(episodes)), **prep_stats, **train_stats,
-                 "perf/rollout_tokens_per_s": data.num_action_tokens / max(rollout_s, 1e-9),
-                 "perf/train_tokens_per_s": train_tokens / max(time.perf_counter() - t1, 1e-9),
+        t_prep = t1 = time.perf_counter()  # still in eval mode: old values and logprobs are the no-dropout policy's
+        if data is not None:  # None: every group on every rank got equal rewards, so no update (and no step)
+            targets, prep_stats = ppo.prepare(self.policy, data, self.spec, self.advantage_state, temperature,
+                                              self.batching, self.check, self.mean_over_ranks)
+            self.policy.train()
+            t1 = time.perf_counter()
+            train_stats, train_tokens = ppo.update(self.policy, data, targets, self.spec, temperature, self.batching,
+                                                   self._backward, self._step, self.check)
+            trained.update({**prep_stats, **train_stats,
+                            "perf/train_tokens_per_s": train_tokens / max(time.perf_counter() - t1, 1e-9)})
+        stats = {**prefixed("rollout", episode_metrics(episodes)), **trained,
+                 "perf/rollout_tokens_per_s": rollout_tokens / max(rollout_s, 1e-9),
                  "perf/iteration_s": time.perf_counter() - t0,
                  "perf/rollout_s": rollout_s, **{f"perf/{k}": v for k, v in self.collector.timing.items()},
                  **{f"perf/{k}": v for k, v in self.collector.prefill.items()},

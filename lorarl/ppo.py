@@ -86,6 +86,17 @@ def _reinforce(batch: RolloutBatch, values, spec: PPOSpec, state: AdvantageState
 ESTIMATORS = {"gae": _gae, "grpo": _grpo, "reinforce": _reinforce}
 
 
+def informative_rows(batch: RolloutBatch, pad_to: Callable[[int], int] = lambda n: n) -> tuple[torch.Tensor, int]:
+    """(indices, how many are informative) of the episodes an update learns from when uniform
+    groups are skipped: those of groups whose rewards differ, topped up with others (in order) to
+    ``pad_to(count)``: ranks must take as many optimizer steps as each other (``pad_to`` is the
+    maximum over ranks), and a top-up episode's advantage is 0."""
+    keep = A.informative(batch.rewards, batch.group_ids)
+    count = int(keep.sum())
+    order = torch.cat([keep.nonzero()[:, 0], (~keep).nonzero()[:, 0]])
+    return order[: min(pad_to(count), len(keep))], count
+
+
 # ---- the iteration ------------------------------------------------------------------------------
 
 def one_pass(spec: PPOSpec, batch_size: int, policy) -> bool:

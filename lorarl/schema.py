@@ -269,6 +269,8 @@ def validate_algorithm(alg: AlgorithmConfig) -> None:
         _need(0 <= getattr(alg, key) <= 1, f"algorithm.{key}", getattr(alg, key), "must be in [0, 1]")
     _need(alg.advantage != "grpo" or alg.group_size > 1, "algorithm.group_size", alg.group_size,
           "GRPO needs >= 2 episodes per task")
+    _need(not alg.skip_uniform_groups or alg.advantage == "grpo", "algorithm.skip_uniform_groups",
+          alg.skip_uniform_groups, "needs algorithm.advantage=grpo (only its advantages are 0 on a group of equal rewards)")
     o = alg.optim
     _positive("algorithm.optim", o, "lr", "weight_decay", "warmup_steps", zero_ok=True)
     _need(o.max_grad_norm is None or o.max_grad_norm > 0, "algorithm.optim.max_grad_norm", o.max_grad_norm, "must be > 0 or null")

@@ -72,6 +72,7 @@ class PPOSpec:
     normalize_advantages: bool  # whiten GAE advantages over the batch's action tokens
     grpo_scale_by_std: bool
     baseline_momentum: float  # REINFORCE running-mean baseline
+    skip_uniform_groups: bool  # GRPO: update only on the groups whose rewards differ
 
     @classmethod
     def of(cls, config) -> "PPOSpec":

@@ -132,6 +132,22 @@ def test_other_algorithms_and_full_finetune_run(tmp_path, advantage):
         assert proc.returncode == 0 and "success_rate" in proc.stdout, proc.stderr[-2000:]
 
 
+def test_grpo_skips_groups_whose_rewards_are_equal(tmp_path):
+    """algorithm.skip_uniform_groups: an iteration whose groups all got equal rewards (the random
+    model fails every db_bench task alike) runs no forward, backward or optimizer step; where
+    rewards differ (target_word's graded reward) those groups are trained on."""
+    skip = ["trainer.progress_bar=false", "algorithm=grpo", "algorithm.skip_uniform_groups=true", "trainer.iterations=1",
+            "algorithm.envs_per_rank=8"]
+    trainer, module, _ = build_run(compose(skip + ["env=db_bench"]), tmp_path / "db")
+    trainer.fit(module)
+    assert module.last_stats["train/informative_share"] == 0.0
+    assert trainer.global_step == 0 and "train/loss" not in module.last_stats
+    trainer, module, _ = build_run(compose(skip + ["env=target_word"]), tmp_path / "tw")
+    trainer.fit(module)
+    assert 0 < module.last_stats["train/informative_share"] <= 1 and trainer.global_step > 0
+    assert "train/loss" in module.last_stats
+
+
 def test_logprob_mismatch_fails_loudly(tmp_path):
     config = compose(FAST + ["trainer.iterations=1"])
     trainer, module, _ = build_run(config, tmp_path)
@@ -148,10 +164,12 @@ def test_logprob_mismatch_fails_loudly(tmp_path):
 
 
 @pytest.mark.distributed
-def test_ddp_two_processes_sync_gradients(tmp_path):
+@pytest.mark.parametrize("algorithm", [[], ["algorithm=grpo", "algorithm.skip_uniform_groups=true"]], ids=["ppo", "grpo-skip"])
+def test_ddp_two_processes_sync_gradients(tmp_path, algorithm):
+    """(grpo-skip: each rank trains on as many episodes as the rank with the most informative groups.)"""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
     args = ["env=target_word", "strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.iterations=2",
-            "algorithm.envs_per_rank=8", "algorithm.minibatch_size=4", "trainer.progress_bar=false"]
+            "algorithm.envs_per_rank=8", "algorithm.minibatch_size=4", "trainer.progress_bar=false", *algorithm]
     proc = subprocess.run([sys.executable, str(ROOT / "tests/integration/ddp_sync_script.py"), str(tmp_path), *args],
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert "SYNC_OK world=2" in proc.stdout, proc.stderr[-3000:]

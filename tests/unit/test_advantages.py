@@ -40,6 +40,28 @@ def test_group_relative():
     assert A.group_relative(r, g, scale_by_std=False).tolist() == pytest.approx([0.5, -0.5, 0, 0, 0])
 
 
+def test_informative_groups_are_those_whose_rewards_differ():
+    r = torch.tensor([1.0, 0.0, 3.0, 3.0, 5.0, -0.5, -0.5, -0.4])
+    g = torch.tensor([0, 0, 1, 1, 2, 3, 3, 3])
+    assert A.informative(r, g).tolist() == [True, True, False, False, False, True, True, True]
+    # exactly the episodes whose GRPO advantage is not 0
+    assert A.informative(r, g).tolist() == (A.group_relative(r, g) != 0).tolist()
+
+
+def test_informative_rows_top_up_to_what_the_other_ranks_train_on():
+    from lorarl.ppo import informative_rows
+    from lorarl.types import RolloutBatch
+
+    r = torch.tensor([0.0, 0.0, 1.0, 0.0, -0.5, -0.5])  # groups of 2: only group 1 (episodes 2, 3) differs
+    batch = RolloutBatch(torch.ones(6, 4, dtype=torch.long), torch.ones(6, 4, dtype=torch.bool),
+                         torch.ones(6, 4, dtype=torch.bool), torch.zeros(6, 4), r, torch.arange(6) // 2)
+    rows, count = informative_rows(batch)
+    assert rows.tolist() == [2, 3] and count == 2
+    rows, count = informative_rows(batch, pad_to=lambda n: 5)  # another rank trains on 5
+    assert rows.tolist() == [2, 3, 0, 1, 4] and count == 2
+    assert informative_rows(batch, pad_to=lambda n: 9)[0].tolist() == [2, 3, 0, 1, 4, 5]
+
+
 def test_reinforce_baseline_and_running_mean():
     r = torch.tensor([1.0, 3.0])
     assert A.reinforce_baseline(r, 0.5).tolist() == [0.5, 2.5]

@@ -55,6 +55,7 @@ CASES = [  # (overrides, the key the one-line message must name)
     ("algorithm.advantage=foo", "algorithm.advantage"),
     ("algorithm.kl_estimator=k9", "algorithm.kl_estimator"),
     ("algorithm=grpo algorithm.group_size=1", "algorithm.group_size"),
+    ("algorithm.skip_uniform_groups=true", "algorithm.skip_uniform_groups"),  # PPO's critic: no zero advantages
     ("algorithm.envs_per_rank=6 algorithm=grpo", "algorithm.envs_per_rank"),
     ("algorithm.envs_per_rank=0", "algorithm.envs_per_rank"),
     ("algorithm.clip_eps=1.5", "algorithm.clip_eps"),
