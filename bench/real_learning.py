@@ -198,6 +198,7 @@ def plot(results: list[dict], sft_rate: float, path: Path, title: str) -> None:
         ax2.plot(rew, [statistics.mean(r["arms"][arm]["curve"]["reward"].get(s, float("nan")) for r in results) for s in rew],
                  label=arm.upper(), color=line.get_color())
     ax1.axhline(sft_rate, color="gray", linestyle="--", label="SFT only (control)")
+    ax1.set_ylim(0, 1)  # the whole range: a change of a few tasks looks as small as it is
     ax1.set(xlabel="RL iteration (0 = after SFT)", ylabel="held-out success (greedy)", title=f"{title}: held-out success")
     ax2.set(xlabel="RL iteration", ylabel="mean episode reward (sampled)", title=f"{title}: training reward")
     ax1.legend()
