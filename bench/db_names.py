@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from bench.common import record, table  # noqa: E402
-from bench.real_learning import HELD_OUT_SEED, sh, successes  # noqa: E402
+from bench import real_learning  # noqa: E402
+from bench.real_learning import sh, successes  # noqa: E402
 
 ARMS = ("plain", "mixed")
-AGENTBENCH = "dbbench/dev.jsonl"
 
 
 def sft(arm: str, args, work: Path) -> str:
@@ -52,16 +52,9 @@ def sft(arm: str, args, work: Path) -> str:
 
 def evaluate(adapter: str, report: Path, tasks: str, args) -> dict:
     """Greedy evaluation on ``tasks``: "plain" or "wiki" (generated, held out) or "agentbench"."""
-    if not report.exists():
-        cmd = [sys.executable, "evaluate.py", f"adapter={adapter}", f"report={report}", "baseline=false", "env=db_bench",
-               "batch_size=8"]
-        if tasks == "agentbench":
-            cmd += ["env.kwargs.source=agentbench", f"env.kwargs.path={Path(args.shared) / AGENTBENCH}",
-                    "by_task_index=true", "num_samples=60"]
-        else:
-            cmd += [f"env.kwargs.names={tasks}", f"num_samples={args.tasks}", f"seed={HELD_OUT_SEED}"]
-        sh(cmd, report.with_suffix(".log"))
-    return json.loads(report.read_text())
+    agentbench = tasks == "agentbench"
+    return real_learning.evaluate(adapter, report, "db_bench", Path(args.shared), args, agentbench,
+                                  () if agentbench else [f"env.kwargs.names={tasks}"])
 
 
 def statements(report: dict) -> Counter:

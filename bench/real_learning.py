@@ -51,11 +51,12 @@ def sh(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"failed ({code}): {' '.join(cmd)}\n" + "".join(log.read_text().splitlines(True)[-20:]))
 
 
-def evaluate(adapter: str, report: Path, env: str, shared: Path, args, agentbench: bool) -> dict:
-    """Greedy evaluation of an adapter ("none": the base model) on the held-out tasks; the report."""
+def evaluate(adapter: str, report: Path, env: str, shared: Path, args, agentbench: bool, extra=()) -> dict:
+    """Greedy evaluation of an adapter ("none": the base model) on the held-out tasks (``extra``:
+    more overrides for evaluate.py); the report."""
     if not report.exists():
         cmd = [sys.executable, "evaluate.py", f"adapter={adapter}", f"report={report}", "baseline=false",
-               f"env={env}", "batch_size=8"]
+               f"env={env}", "batch_size=8", *extra]
         if adapter == "none":
             cmd.append(f"model_path={MODEL}")
         if agentbench:

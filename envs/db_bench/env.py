@@ -31,8 +31,8 @@ Arguments:
     query_timeout_s: time budget of one statement; answer_rule: "agentbench" (its exact comparison)
     or "tolerant" (``tasks.answers_match``); prompt_format: "text" or "chat"; limits: ``DBLimits``
     fields (worker memory, database size); names: the generator's table, column and people names,
-    "plain", "wiki" (AgentBench-like, to be quoted) or "mixed" (``generator.py``). ``reset(options={"task_index": i})`` picks file task i;
-    otherwise the seed picks the task.
+    "plain", "wiki" (AgentBench-like, to be quoted) or "mixed" (``generator.py``).
+    ``reset(options={"task_index": i})`` picks file task i; otherwise the seed picks the task.
 """
 
 from __future__ import annotations
@@ -57,8 +57,7 @@ class DBBenchEnv(TaskEnv):
         positive("max_rounds", max_rounds, integer=True)
         positive("max_observation_chars", max_observation_chars, integer=True)
         positive("query_timeout_s", query_timeout_s)
-        if names not in generator.NAMES:
-            raise ValueError(f"names={names!r}: expected one of {', '.join(generator.NAMES)}")
+        generator.check_names(names)  # at construction, not at the first reset
         if answer_rule not in ANSWER_RULES:
             raise ValueError(f"answer_rule={answer_rule!r}: expected one of {', '.join(ANSWER_RULES)}")
         super().__init__()

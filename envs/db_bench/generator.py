@@ -66,9 +66,13 @@ NAMES = ("plain", "wiki", "mixed")
 MAX_COUNT = 12  # `count` answers are uniform over 0..MAX_COUNT: a constant guess wins 1 task in 13
 
 
-def generate(seed: int, skills: tuple[str, ...] | list[str] | None = None, names: str = "plain") -> Task:
+def check_names(names: str) -> None:
     if names not in NAMES:
         raise ValueError(f"names={names!r}: expected one of {', '.join(NAMES)}")
+
+
+def generate(seed: int, skills: tuple[str, ...] | list[str] | None = None, names: str = "plain") -> Task:
+    check_names(names)
     rng = random.Random(seed)
     skill = rng.choice(list(skills or SKILLS))
     wiki = names == "wiki" or (names == "mixed" and rng.random() < 0.5)  # plain draws nothing more: its tasks stay
