@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning as L
@@ -243,7 +243,8 @@ def build_run(config: TrainConfig, run_dir: str | Path):
         greedy = replace(alg.sampling, greedy=True)
         eval_collector = make_collector(env, build_envs(env, min(alg.envs_per_rank, tr.eval_samples)), tok, greedy,
                                         config.reward)
-        callbacks.append(PeriodicEvaluation(eval_collector, EvalSpec(tr.eval_samples, seed=tr.eval_seed), tr.eval_every))
+        record = {"env": asdict(env), "sampling": asdict(greedy), "num_samples": tr.eval_samples, "seed": tr.eval_seed}
+        callbacks.append(PeriodicEvaluation(eval_collector, EvalSpec(tr.eval_samples, seed=tr.eval_seed), tr.eval_every, record))
     return build_trainer(config, run_dir, strategy, callbacks, resume_from), module, resume_from
 
 

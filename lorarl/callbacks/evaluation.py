@@ -3,7 +3,8 @@
 Runs greedy episodes on a held-out seed range (far from the training seeds) every N
 iterations and logs ``eval/<metric>`` next to the training curves' ``rollout/<metric>``; each
 evaluation's episodes are kept as a report like evaluate.py's (``<run>/eval/iter_NNNNNN.json``:
-metrics, intervals, every episode with its transcript), so runs can be compared task by task.
+metrics, intervals, every episode with its transcript, and the env and decoding under ``config`` as
+in evaluate.py's: ``make_transcripts.py --from-report`` reads either), so runs can be compared task by task.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from lorarl.rollout import RolloutCollector
 
 
 class PeriodicEvaluation(L.Callback):
-    def __init__(self, collector: RolloutCollector, spec: EvalSpec, every_n_iterations: int):
+    def __init__(self, collector: RolloutCollector, spec: EvalSpec, every_n_iterations: int, config: dict | None = None):
         self.collector, self.spec, self.every = collector, spec, every_n_iterations
+        self.config = config or {}  # the env and decoding, written into each report as evaluate.py writes its own
         self.history: list[dict] = []
         self.last: dict[str, float] = {}  # the eval/* metrics last logged
 
@@ -40,6 +42,6 @@ class PeriodicEvaluation(L.Callback):
         if trainer.is_global_zero:
             report = Path(trainer.default_root_dir) / "eval" / f"iter_{done:06d}.json"
             report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(json.dumps({"iteration": done, "seed": self.spec.seed, "metrics": metrics,
+            report.write_text(json.dumps({"iteration": done, "seed": self.spec.seed, "config": self.config, "metrics": metrics,
                                           "confidence": confidence(episodes), "episodes": episode_records(episodes)},
                                          indent=1, default=str))

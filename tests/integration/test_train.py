@@ -199,6 +199,13 @@ def test_periodic_evaluation_logs_held_out_metrics(tmp_path):
     assert [h["iteration"] for h in cb.history] == [1, 2] and all(h["episodes"] == 6 for h in cb.history)
     for key in ("eval/success_rate", "eval/outcome/incorrect", "eval/reward_mean", "eval/turns_mean"):
         assert key in cb.last, key
+    report = json.loads((tmp_path / "eval/iter_000002.json").read_text())
+    assert report["config"]["env"]["id"] == config.env.id and report["config"]["sampling"]["greedy"] is True
+    assert len(report["episodes"]) == 6  # and make_transcripts.py --from-report names the env of what it keeps
+    from lorarl.transcripts import report_transcripts
+
+    kept = list(report_transcripts(tmp_path / "eval/iter_000002.json", {e["outcome"] for e in report["episodes"]}))
+    assert len(kept) == 6 and all(r["env"] == config.env.id for r in kept)
 
 
 def test_runs_in_one_process_leave_no_workers_or_descriptors_behind(tmp_path):
