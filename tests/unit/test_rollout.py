@@ -4,6 +4,7 @@ import time
 from dataclasses import replace
 
 import gymnasium as gym
+import pytest
 import torch
 
 import envs  # noqa: F401
@@ -109,6 +110,7 @@ def _collector(tok, defaults, delays, **kwargs):
     return RolloutCollector(made, tok, replace(defaults.algorithm.sampling, max_new_tokens=3), defaults.reward, **kwargs)
 
 
+@pytest.mark.serial  # compares wall-clock times
 def test_env_steps_run_in_parallel_and_a_slow_env_delays_only_its_episode(tiny_tokenizer, tiny_lm, defaults):
     policy = Policy(apply_lora(tiny_lm, defaults.model.lora), with_value_head=False, keep_reference=False).eval()
     timed = lambda c: (time.perf_counter(), c.collect(policy, [0, 1, 2, 3], [0, 1, 2, 3]), time.perf_counter())

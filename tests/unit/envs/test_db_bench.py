@@ -325,6 +325,7 @@ def test_observations_rows_errors_and_truncation():
     assert obs.endswith("[TRUNCATED]") and len(obs) == 40 + len("[TRUNCATED]")
 
 
+@pytest.mark.serial  # a wall-clock budget
 @pytest.mark.parametrize("sql,needle", [
     ("ATTACH DATABASE '/etc/passwd' AS host", "Error"),
     ("ATTACH DATABASE 'file:/tmp/evil.db' AS x", "Error"),
@@ -350,6 +351,7 @@ def test_hostile_sql_is_refused_or_contained(sql, needle):
     assert not Path("/tmp/evil.db").exists()
 
 
+@pytest.mark.serial  # lists /tmp, /var/tmp and the working directory
 def test_floods_stay_in_the_workers_capped_memory_and_write_no_file(tmp_path):
     watched = [Path("/tmp"), Path("/var/tmp"), Path.cwd()]
     before = {d: set(os.listdir(d)) for d in watched if d.is_dir()}
@@ -434,6 +436,7 @@ def test_a_killed_worker_restores_state_a_replay_could_not(tmp_path):
     env.close()
 
 
+@pytest.mark.serial  # a wall-clock budget
 @pytest.mark.parametrize("sabotage", [
     ["DROP TABLE {t}", "CREATE VIEW {t} AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"],
     ["ALTER TABLE {t} ADD COLUMN slow AS (length(printf('%.*c', 2000000000, 'x')))"],
@@ -468,6 +471,7 @@ def test_oracle_builds_no_regex_from_task_data(tmp_path):
     env.close()
 
 
+@pytest.mark.serial  # a wall-clock budget
 @pytest.mark.parametrize("env_id,kwargs", [(ID, {}), ("lorarl/OSInteraction-v0", {})])
 def test_a_huge_reply_is_refused_fast_in_bounded_memory(env_id, kwargs):
     import resource

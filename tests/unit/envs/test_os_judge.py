@@ -275,6 +275,7 @@ FLOODS = {
 }
 
 
+@pytest.mark.serial  # a background writer's bytes reach the next command on a loaded machine (seen beside another test process)
 @pytest.mark.parametrize("name", sorted(FLOODS))
 def test_nothing_the_agent_prints_or_leaves_makes_env_error(tmp_path, name):
     """The agent's own output and files end its episode as its own outcome, never env_error: the

@@ -260,6 +260,7 @@ def _sandbox_cgroups():
                   for n in os.listdir(d) if n.startswith("lorarl-"))
 
 
+@pytest.mark.serial  # compares the machine's sandbox cgroups before and after, and spins every core
 @pytest.mark.skipif(not ROOT, reason="cgroups are made only for a root sandbox")
 def test_teardown_under_load_leaves_no_cgroup_and_stale_ones_are_swept():
     import multiprocessing
