@@ -27,8 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from bench.common import record, table  # noqa: E402
-from bench import real_learning  # noqa: E402
-from bench.real_learning import sh, successes  # noqa: E402
+from bench.real_learning import evaluate as held_out, sh, successes  # noqa: E402
 
 ARMS = ("plain", "mixed")
 
@@ -53,8 +52,8 @@ def sft(arm: str, args, work: Path) -> str:
 def evaluate(adapter: str, report: Path, tasks: str, args) -> dict:
     """Greedy evaluation on ``tasks``: "plain" or "wiki" (generated, held out) or "agentbench"."""
     agentbench = tasks == "agentbench"
-    return real_learning.evaluate(adapter, report, "db_bench", Path(args.shared), args, agentbench,
-                                  () if agentbench else [f"env.kwargs.names={tasks}"])
+    return held_out(adapter, report, "db_bench", Path(args.shared), args, agentbench,
+                    () if agentbench else [f"env.kwargs.names={tasks}"])
 
 
 def statements(report: dict) -> Counter:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: install, then the suite (CPU only; GPU checks live in scripts/gpu_check.sh).
 # Two test processes side by side (pytest-xdist, a file per process at a time, so a module's
-# fixtures are built once): most tests wait on one core (imports, subprocesses, envs), so on 2
-# cores this halves the wall time. Then, alone, the tests marked serial: they watch the whole
+# fixtures are built once): in one process the suite keeps one core busy (imports, subprocesses,
+# envs), so on 2 cores this took 568 s instead of 670 s. Then, alone, the tests marked serial: they watch the whole
 # machine (/tmp, cgroups), time themselves, or load every core. Plain `python3 -m pytest` runs
 # everything in one process, in order.
 set -euo pipefail
