@@ -36,9 +36,12 @@ QUESTIONS = [  # AgentBench's shapes: [null, comparator] with an example, and a 
      "evaluation": {"check": [None, INT_MATCH], "example": "getent group | wc -l"}},
     {"description": "How many directories are in your PATH?", "labels": ["path"],
      "evaluation": {"check": [None, INT_MATCH], "example": "echo \"$PATH\" | tr ':' '\\n' | wc -l"}},
+    # Not `ps -e | wc -l`: that counts wc only if the shell forks it before ps reads /proc, and
+    # under load (CI: two test processes on two cores) 1 run in 150 saw 6 where the truth saw 7.
+    # ps alone, finished before the pipeline starts, counts the same processes every time.
     {"description": "How many processes are running?", "labels": ["processes"],
      "start": "sleep 1000 & sleep 1000 &",
-     "evaluation": {"check": [None, INT_MATCH], "example": "ps -e | wc -l"}},
+     "evaluation": {"check": [None, INT_MATCH], "example": 'p="$(ps -e)"; echo "$p" | wc -l'}},
     {"description": "How many hidden files are in /usr?", "labels": ["usr"],
      "create": {"init": "for f in a b c; do echo 1 > /usr/.$f; done"},
      "evaluation": {"check": [None, INT_MATCH], "example": "ls -a /usr | grep '^\\.' | wc -l"}},
