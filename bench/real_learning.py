@@ -51,12 +51,12 @@ def sh(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"failed ({code}): {' '.join(cmd)}\n" + "".join(log.read_text().splitlines(True)[-20:]))
 
 
-def evaluate(adapter: str, report: Path, env: str, shared: Path, args, agentbench: bool, extra=()) -> dict:
+def evaluate(adapter: str, report: Path, env: str, shared: Path, args, agentbench: bool, extra=(), batch=8) -> dict:
     """Greedy evaluation of an adapter ("none": the base model) on the held-out tasks (``extra``:
     more overrides for evaluate.py); the report."""
     if not report.exists():
         cmd = [sys.executable, "evaluate.py", f"adapter={adapter}", f"report={report}", "baseline=false",
-               f"env={env}", "batch_size=8", *extra]
+               f"env={env}", f"batch_size={batch}", *extra]
         if adapter == "none":
             cmd.append(f"model_path={MODEL}")
         if agentbench:
@@ -67,6 +67,15 @@ def evaluate(adapter: str, report: Path, env: str, shared: Path, args, agentbenc
             cmd += [f"num_samples={args.tasks}", f"seed={HELD_OUT_SEED}"]
         sh(cmd, report.with_suffix(".log"))
     return json.loads(report.read_text())
+
+
+def sampled(adapter: str, report_dir: Path, name: str, env: str, shared: Path, args) -> dict:
+    """``--samples`` episodes per generated held-out task, sampled at ``--sample-temperature`` (the
+    policy RL trains, where greedy decoding shows only its mode): pass@1, pass@k and per-task rates."""
+    extra = [f"num_samples_per_task={args.samples}", "algorithm.sampling.greedy=false",
+             f"algorithm.sampling.temperature={args.sample_temperature}"]
+    report = report_dir / f"{name}_gen_k{args.samples}_t{args.sample_temperature}.json"
+    return evaluate(adapter, report, env, shared, args, False, extra, batch=16)
 
 
 def newest(run: Path) -> str:
@@ -97,6 +106,8 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
            "arms": {}}
     if args.agentbench:
         out["sft"]["ab"] = evaluate(sft_adapter, evals / "sft_ab.json", args.env, shared, args, True)
+    if args.samples:
+        out["sft"]["k"] = sampled(sft_adapter, evals, "sft", args.env, shared, args)
     for arm, extra in ARMS.items():
         if arm not in args.arms:
             continue
@@ -115,6 +126,8 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
                else evaluate(adapter, here / f"eval/{arm}_gen.json", args.env, shared, args, False), "curve": curve(run)}
         if args.agentbench:
             res["ab"] = evaluate(adapter, here / f"eval/{arm}_ab.json", args.env, shared, args, True)
+        if args.samples:
+            res["k"] = sampled(adapter, here / "eval", arm, args.env, shared, args)
         out["arms"][arm] = res
     return out
 
@@ -171,6 +184,44 @@ def summarize(results: list[dict], base: dict, key: str) -> list[dict]:
     return rows
 
 
+def task_rates(report: dict) -> dict[int, float]:
+    """Each task's share of correct episodes."""
+    by_task: dict[int, list[bool]] = {}
+    for e in report["episodes"]:
+        by_task.setdefault(e["task"], []).append(e["outcome"] == "correct")
+    return {t: sum(v) / len(v) for t, v in by_task.items()}
+
+
+def summarize_sampled(results: list[dict], k: int) -> list[dict]:
+    """Rows: SFT, each arm; sampled pass@1 and pass@k over seeds, and a paired bootstrap over tasks of
+    each arm's per-task success rate (mean of its seeds) against SFT's on the same tasks."""
+    from lorarl.stats import paired_bootstrap
+
+    def rates_over_seeds(reports: list[dict]) -> dict[int, float]:
+        per = [task_rates(r) for r in reports]
+        return {t: statistics.mean(p[t] for p in per) for t in per[0]}
+
+    sft_reports = [r["sft"]["k"] for r in results]
+    sft = rates_over_seeds(sft_reports)
+    rows = []
+    for name, reports in [("SFT only (control)", sft_reports),
+                          *[(f"SFT + {a.upper()}", [r["arms"][a]["k"] for r in results]) for a in results[0]["arms"]]]:
+        p1 = [r["confidence"]["pass@1"] for r in reports]
+        entry = {"model": name, "pass@1 (mean of seeds)": round(statistics.mean(p1), 3),
+                 "per seed": " ".join(f"{x:.3f}" for x in p1),
+                 f"pass@{k}": round(statistics.mean(r["confidence"].get(f"pass@{k}", float("nan")) for r in reports), 3),
+                 "vs SFT (95% CI over tasks)": "", "paired bootstrap p": ""}
+        if name != "SFT only (control)":
+            mine = rates_over_seeds(reports)
+            tasks = sorted(set(mine) & set(sft))
+            boot = paired_bootstrap([mine[t] for t in tasks], [sft[t] for t in tasks])
+            lo, hi = boot["ci95"]
+            entry["vs SFT (95% CI over tasks)"] = f"{boot['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            entry["paired bootstrap p"] = f"{boot['p_value']:.3g}"
+        rows.append(entry)
+    return rows
+
+
 def per_skill(results: list[dict]) -> list[dict]:
     """Generated held-out success per skill (task type), mean over seeds."""
     models = {"SFT": [r["sft"]["gen"] for r in results],
@@ -220,6 +271,9 @@ def main():
     p.add_argument("--shared", default=str(ROOT.parent / "shared/data/agentbench"))
     p.add_argument("--no-agentbench", dest="agentbench", action="store_false")
     p.add_argument("--sft-adapter", default=None, help="one SFT adapter for every seed (skips SFT; seeds vary RL only)")
+    p.add_argument("--samples", type=int, default=0,
+                   help="also evaluate every adapter with this many sampled episodes per generated held-out task (pass@k)")
+    p.add_argument("--sample-temperature", type=float, default=0.5, help="temperature of those samples (the RL runs' own)")
     p.add_argument("--png", default=None)
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
     args = p.parse_args()
@@ -237,6 +291,10 @@ def main():
     out = {"generated": summarize(results, base["gen"], "gen"), "skills": per_skill(results)}
     print(table(out["generated"], f"{args.env}: {args.tasks} generated held-out tasks, greedy, {len(results)} seeds"))
     print(table(out["skills"], f"{args.env}: generated held-out success per skill (mean of seeds)"))
+    if args.samples:
+        out["sampled"] = summarize_sampled(results, args.samples)
+        print(table(out["sampled"], f"{args.env}: the same {args.tasks} tasks, {args.samples} episodes each sampled at "
+                                    f"temperature {args.sample_temperature}, {len(results)} seeds"))
     if args.agentbench:
         out["agentbench"] = summarize(results, base["ab"], "ab")
         print(table(out["agentbench"], f"{args.env}: AgentBench dev split ({AGENTBENCH[args.env][1]} tasks), greedy"))

@@ -1,0 +1,30 @@
+"""bench/real_learning.py's sampled table: per-task rates averaged over seeds, paired over tasks."""
+
+import pytest
+
+from bench.real_learning import summarize_sampled, task_rates
+
+
+def report(outcomes: dict[int, str], pass1: float, passk: float, k: int = 2) -> dict:
+    """An evaluate.py report with two episodes per task: ``outcomes[task]`` gives them as 'cc', 'ci', ..."""
+    episodes = [{"task": t, "outcome": "correct" if c == "c" else "incorrect"} for t, pair in outcomes.items() for c in pair]
+    return {"episodes": episodes, "confidence": {"pass@1": pass1, f"pass@{k}": passk}}
+
+
+def test_task_rates_are_each_tasks_share_of_correct_episodes():
+    assert task_rates(report({0: "cc", 1: "ci", 2: "ii"}, 0.5, 0.67)) == {0: 1.0, 1: 0.5, 2: 0.0}
+
+
+def test_arm_against_sft_averages_seeds_per_task_then_pairs_tasks():
+    sft = report({0: "ci", 1: "ii", 2: "ii", 3: "cc"}, 0.375, 0.5)
+    seeds = [report({0: "cc", 1: "ci", 2: "ii", 3: "cc"}, 0.625, 0.75),  # task rates 1, .5, 0, 1
+             report({0: "ci", 1: "cc", 2: "ci", 3: "cc"}, 0.75, 1.0)]    # task rates .5, 1, .5, 1
+    results = [{"sft": {"k": sft}, "arms": {"grpo": {"k": s}}} for s in seeds]
+    control, grpo = summarize_sampled(results, 2)
+    assert control["model"] == "SFT only (control)" and control["pass@1 (mean of seeds)"] == 0.375
+    assert control["paired bootstrap p"] == ""
+    assert grpo["pass@1 (mean of seeds)"] == pytest.approx(0.688, abs=1e-3) and grpo["per seed"] == "0.625 0.750"
+    assert grpo["pass@2"] == pytest.approx(0.875)
+    # per task, mean of seeds minus SFT: .75-.5, .75-0, .25-0, 1-1 -> mean 0.3125
+    assert grpo["vs SFT (95% CI over tasks)"].startswith("+0.312 [")
+    assert 0 < float(grpo["paired bootstrap p"]) < 1
