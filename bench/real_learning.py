@@ -201,25 +201,25 @@ def summarize_sampled(results: list[dict], k: int) -> list[dict]:
         per = [task_rates(r) for r in reports]
         return {t: statistics.mean(p[t] for p in per) for t in per[0]}
 
-    sft_reports = [r["sft"]["k"] for r in results]
-    sft = rates_over_seeds(sft_reports)
-    rows = []
-    for name, reports in [("SFT only (control)", sft_reports),
-                          *[(f"SFT + {a.upper()}", [r["arms"][a]["k"] for r in results]) for a in results[0]["arms"]]]:
+    def row(name: str, reports: list[dict], against: dict[int, float] | None) -> dict:
         p1 = [r["confidence"]["pass@1"] for r in reports]
         entry = {"model": name, "pass@1 (mean of seeds)": round(statistics.mean(p1), 3),
                  "per seed": " ".join(f"{x:.3f}" for x in p1),
                  f"pass@{k}": round(statistics.mean(r["confidence"].get(f"pass@{k}", float("nan")) for r in reports), 3),
                  "vs SFT (95% CI over tasks)": "", "paired bootstrap p": ""}
-        if name != "SFT only (control)":
+        if against:
             mine = rates_over_seeds(reports)
-            tasks = sorted(set(mine) & set(sft))
-            boot = paired_bootstrap([mine[t] for t in tasks], [sft[t] for t in tasks])
+            tasks = sorted(set(mine) & set(against))
+            boot = paired_bootstrap([mine[t] for t in tasks], [against[t] for t in tasks])
             lo, hi = boot["ci95"]
             entry["vs SFT (95% CI over tasks)"] = f"{boot['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
             entry["paired bootstrap p"] = f"{boot['p_value']:.3g}"
-        rows.append(entry)
-    return rows
+        return entry
+
+    sft = [r["sft"]["k"] for r in results]
+    control = rates_over_seeds(sft)
+    return [row("SFT only (control)", sft, None),
+            *[row(f"SFT + {a.upper()}", [r["arms"][a]["k"] for r in results], control) for a in results[0]["arms"]]]
 
 
 def per_skill(results: list[dict]) -> list[dict]:
