@@ -97,9 +97,11 @@ def check_lora_first(model: ModelConfig) -> None:
         _local_path_exists(model)
 
     try:
+        # resolved before the meta context: a packaged model's first use dequantizes real weights
+        local = resolve(model.path) if model.path else None
         with torch.device("meta"):
             if model.path:
-                config = AutoConfig.from_pretrained(resolve(model.path), trust_remote_code=model.trust_remote_code)
+                config = AutoConfig.from_pretrained(local, trust_remote_code=model.trust_remote_code)
                 skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
             else:
                 skeleton = build_tiny_model(model.tiny, model.tiny.vocab_size or 512, 0, 0)

@@ -94,7 +94,8 @@ def _dequantize(hub_id: str, source: Path, target: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     folder, name = str(source.parent), source.name
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    with torch.device("cpu"):  # real weights whatever device context the caller is in (a meta skeleton's)
+        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = quantized.config
     config.__dict__.pop("quantization_config", None)  # the copy is plain fp32: save_pretrained refuses GGUF models
     config._name_or_path = hub_id

