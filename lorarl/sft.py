@@ -36,14 +36,15 @@ class SFTSpec:
 
 def encode(messages: list[dict], prompt_turns: int, framer: ChatFramer, max_tokens: int) -> tuple[list[int], list[bool]]:
     """(token ids, loss mask) of one transcript, laid out as a rollout episode: the first
-    ``prompt_turns`` messages are the env's prompt (earlier turns, then the first observation)."""
+    ``prompt_turns`` messages are the env's prompt (earlier turns, then the first observation);
+    an assistant turn marked ``"train": false`` is context, out of the loss."""
     tok = framer.tok
     ids = framer.first(messages[prompt_turns - 1]["content"], messages[: prompt_turns - 1])
     mask = [False] * len(ids)
     for m in messages[prompt_turns:]:
         if m["role"] == "assistant":
             reply = tok(m["content"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            ids, mask = ids + reply, mask + [True] * len(reply)
+            ids, mask = ids + reply, mask + [m.get("train", True)] * len(reply)
         else:
             follow = framer.next(m["content"])
             ids, mask = ids + follow, mask + [False] * len(follow)

@@ -7,12 +7,14 @@ One line per episode: ``{"env", "seed", "task_type", "outcome", "prompt_turns", 
 (``prompt_turns`` messages: earlier turns such as AgentBench's instructions and scripted "Ok."
 or one-shot example, then the first observation), then assistant reply / user observation turns.
 Only the assistant turns after the prompt are trained on; without ``prompt_turns`` the prompt
-ends at the first user turn.
+ends at the first user turn. An assistant turn with ``"train": false`` is context, not a target:
+a recovery transcript's replayed mistakes (``recovery_transcripts``).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +52,67 @@ def oracle_transcripts(env_id: str, kwargs: dict, seeds, max_turns: int = 64) ->
         env.close()
 
 
+def recovery_transcripts(report: str | Path, points: int = 1, seed: int = 0, max_turns: int = 64) -> Iterator[dict]:
+    """Recovery from the agent's own mistakes (DAgger's idea: expert actions on the states the
+    learner visits). Each failed episode of an ``evaluate.py`` report is replayed in its env with
+    the agent's own replies up to a turn drawn among those after which the episode went on
+    (``points`` distinct turns per episode, seeded); from the state they left, the oracle takes
+    over. Kept only when the env judges the end ``correct``, so a mistake that spoiled the state
+    (a wrong row inserted, a file deleted) yields nothing. The replayed replies are marked
+    ``"train": false``: context that teaches what to do after a mistake, never the mistake itself.
+    Replay plays the env afresh: its observations are the env's, not the report's."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  registers the ids
+    from envs.oracles import NoSolution, make_oracle
+
+    data = json.loads(Path(report).read_text())
+    config = data["config"]
+    by_index = bool(config.get("by_task_index"))
+    env = gym.make(config["env"]["id"], **(config["env"].get("kwargs") or {}))
+    try:
+        for n, ep in enumerate(data["episodes"]):
+            if ep["outcome"] == "correct":
+                continue
+            replies = [m["content"] for m in ep["transcript"][ep.get("prompt_turns", 1):] if m["role"] == "assistant"]
+            if len(replies) < 2:  # it ended on its first reply: no state of its own to recover from
+                continue
+            rng = random.Random(f"{seed}/{n}/{ep['seed']}")
+            for k in sorted(rng.sample(range(1, len(replies)), min(points, len(replies) - 1))):
+                record = _take_over(env, ep, replies[:k], by_index, max_turns, make_oracle, NoSolution)
+                if record is not None:
+                    yield {**record, "env": config["env"]["id"], "replayed": k}
+    finally:
+        env.close()
+
+
+def _take_over(env, ep: dict, replies: list[str], by_index: bool, max_turns: int, make_oracle, no_solution):
+    """``replies`` played on the episode's task, then the oracle; the transcript if it ends correct."""
+    obs, info = env.reset(seed=ep["seed"], options={"task_index": ep["task"]} if by_index else None)
+    try:
+        agent = make_oracle(env)
+    except no_solution:
+        return None
+    history = list(info.get("history") or [])
+    messages = [*history, {"role": "user", "content": obs}]
+    for reply in replies:
+        messages.append({"role": "assistant", "content": reply, "train": False})
+        obs, _, terminated, truncated, info = env.step(reply)
+        if terminated or truncated:  # the replay ended where the report's episode went on
+            return None
+        messages.append({"role": "user", "content": obs})
+    for _ in range(max_turns):
+        messages.append({"role": "assistant", "content": agent(obs)})
+        obs, _, terminated, truncated, info = env.step(messages[-1]["content"])
+        if terminated or truncated:
+            break
+        messages.append({"role": "user", "content": obs})
+    if info.get("outcome") != "correct":
+        return None
+    return {"seed": ep["seed"], "task_type": str(info.get("task_type", "")), "outcome": "correct",
+            "prompt_turns": len(history) + 1, "messages": messages}
+
+
 def report_transcripts(report: str | Path, outcomes=("correct",)) -> Iterator[dict]:
     """The episodes of an ``evaluate.py`` report that ended with one of ``outcomes``."""
     data = json.loads(Path(report).read_text())
@@ -83,12 +146,14 @@ def read(path: str | Path) -> list[tuple[list[dict], int]]:
         if not isinstance(messages, list) or not all(isinstance(m, dict) and m.get("role") in ROLES
                                                       and isinstance(m.get("content"), str) for m in messages):
             raise ValueError(f"{path}:{n}: each message needs a role ({', '.join(ROLES)}) and a text content")
+        if not all(isinstance(m.get("train", True), bool) for m in messages):
+            raise ValueError(f"{path}:{n}: a message's 'train' must be true or false")
         first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
         prompt_turns = record.get("prompt_turns", (first_user or 0) + 1)
         if not isinstance(prompt_turns, int) or not 1 <= prompt_turns <= len(messages) \
                 or messages[prompt_turns - 1]["role"] != "user":
             raise ValueError(f"{path}:{n}: prompt_turns={prompt_turns!r} must point at a user turn")
-        if not any(m["role"] == "assistant" for m in messages[prompt_turns:]):
+        if not any(m["role"] == "assistant" and m.get("train", True) for m in messages[prompt_turns:]):
             raise ValueError(f"{path}:{n}: no assistant turn to learn from")
         out.append((messages, prompt_turns))
     if not out:

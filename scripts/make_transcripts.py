@@ -3,11 +3,15 @@
     python scripts/make_transcripts.py --env db_bench --skills select,count --episodes 2000 --out db.jsonl
     python scripts/make_transcripts.py --env os_interaction --episodes 500 --out os.jsonl
     python scripts/make_transcripts.py --from-report runs/x/checkpoints/iter_000020/eval_DBBench-v0.json --out best.jsonl
+    python scripts/make_transcripts.py --recover-from runs/x/eval_train_tasks.json --points 2 --out recover.jsonl
 
 Oracle transcripts are episodes the oracle solved by executing its solution through the env (an
 episode it fails is left out). ``--from-report`` keeps the correct episodes of ``evaluate.py``
 reports: sample a policy with ``algorithm.sampling.greedy=false`` and many ``num_samples``, keep
-what succeeded, fine-tune on it (rejection sampling / expert iteration).
+what succeeded, fine-tune on it (rejection sampling / expert iteration). ``--recover-from`` replays
+the failed episodes of reports up to a turn of the agent's own and lets the oracle finish from there
+(kept when correct; the agent's replayed turns are context, not trained on): SFT data that shows
+what to do after a mistake. Evaluate on training tasks for it, never on the held-out ones.
 """
 
 from __future__ import annotations
@@ -33,10 +37,17 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=1000, help="seeds to play")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--from-report", nargs="*", default=[], help="evaluate.py reports: keep their correct episodes")
+    p.add_argument("--recover-from", nargs="*", default=[],
+                   help="evaluate.py reports: the oracle finishes their failed episodes from a turn of the agent's")
+    p.add_argument("--points", type=int, default=1, help="--recover-from: takeover turns per failed episode")
     args = p.parse_args(argv)
-    if bool(args.env) == bool(args.from_report):
-        p.error("give --env (oracle transcripts) or --from-report (the correct episodes of reports)")
-    if args.env:
+    if [bool(args.env), bool(args.from_report), bool(args.recover_from)].count(True) != 1:
+        p.error("give one of --env (oracle transcripts), --from-report (the correct episodes of reports) or "
+                "--recover-from (the oracle finishing the failed episodes of reports)")
+    if args.recover_from:
+        records = (r for report in args.recover_from
+                   for r in transcripts.recovery_transcripts(report, args.points, args.seed))
+    elif args.env:
         kwargs = json.loads(args.kwargs)
         if args.skills:
             kwargs["skills"] = args.skills.split(",")
