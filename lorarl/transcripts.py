@@ -26,28 +26,13 @@ def oracle_transcripts(env_id: str, kwargs: dict, seeds, max_turns: int = 64) ->
     import gymnasium as gym
 
     import envs  # noqa: F401  registers the ids
-    from envs.oracles import NoSolution, make_oracle
 
     env = gym.make(env_id, **kwargs)
     try:
         for seed in seeds:
-            obs, info = env.reset(seed=seed)
-            try:
-                agent = make_oracle(env)
-            except NoSolution:
-                continue
-            history = list(info.get("history") or [])
-            messages = [*history, {"role": "user", "content": obs}]
-            for _ in range(max_turns):
-                reply = agent(obs)
-                messages.append({"role": "assistant", "content": reply})
-                obs, _, terminated, truncated, info = env.step(reply)
-                if terminated or truncated:
-                    break
-                messages.append({"role": "user", "content": obs})
-            if info.get("outcome") == "correct":
-                yield {"env": env_id, "seed": seed, "task_type": str(info.get("task_type", "")), "outcome": "correct",
-                       "prompt_turns": len(history) + 1, "messages": messages}
+            record = _play(env, seed, None, [], max_turns)
+            if record is not None:
+                yield {"env": env_id, **record}
     finally:
         env.close()
 
@@ -64,7 +49,6 @@ def recovery_transcripts(report: str | Path, points: int = 1, seed: int = 0, max
     import gymnasium as gym
 
     import envs  # noqa: F401  registers the ids
-    from envs.oracles import NoSolution, make_oracle
 
     data = json.loads(Path(report).read_text())
     config = data["config"]
@@ -79,19 +63,24 @@ def recovery_transcripts(report: str | Path, points: int = 1, seed: int = 0, max
                 continue
             rng = random.Random(f"{seed}/{n}/{ep['seed']}")
             for k in sorted(rng.sample(range(1, len(replies)), min(points, len(replies) - 1))):
-                record = _take_over(env, ep, replies[:k], by_index, max_turns, make_oracle, NoSolution)
+                options = {"task_index": ep["task"]} if by_index else None
+                record = _play(env, ep["seed"], options, replies[:k], max_turns)
                 if record is not None:
-                    yield {**record, "env": config["env"]["id"], "replayed": k}
+                    yield {"env": config["env"]["id"], **record, "replayed": k}
     finally:
         env.close()
 
 
-def _take_over(env, ep: dict, replies: list[str], by_index: bool, max_turns: int, make_oracle, no_solution):
-    """``replies`` played on the episode's task, then the oracle; the transcript if it ends correct."""
-    obs, info = env.reset(seed=ep["seed"], options={"task_index": ep["task"]} if by_index else None)
+def _play(env, seed: int, options: dict | None, replies: list[str], max_turns: int) -> dict | None:
+    """The episode of ``seed``: ``replies`` first (replayed, marked not to train on), then the
+    env's oracle; its record if the env judged it correct, else None (as when the task has no
+    solution to run, or the replay ended the episode)."""
+    from envs.oracles import NoSolution, make_oracle
+
+    obs, info = env.reset(seed=seed, options=options)
     try:
         agent = make_oracle(env)
-    except no_solution:
+    except NoSolution:
         return None
     history = list(info.get("history") or [])
     messages = [*history, {"role": "user", "content": obs}]
@@ -109,7 +98,7 @@ def _take_over(env, ep: dict, replies: list[str], by_index: bool, max_turns: int
         messages.append({"role": "user", "content": obs})
     if info.get("outcome") != "correct":
         return None
-    return {"seed": ep["seed"], "task_type": str(info.get("task_type", "")), "outcome": "correct",
+    return {"seed": seed, "task_type": str(info.get("task_type", "")), "outcome": "correct",
             "prompt_turns": len(history) + 1, "messages": messages}
 
 
