@@ -74,7 +74,8 @@ def recovery_transcripts(report: str | Path, points: int = 1, seed: int = 0, max
 def _play(env, seed: int, options: dict | None, replies: list[str], max_turns: int) -> dict | None:
     """The episode of ``seed``: ``replies`` first (replayed, marked not to train on), then the
     env's oracle; its record if the env judged it correct, else None (as when the task has no
-    solution to run, or the replay ended the episode)."""
+    solution to run, the replay ended the episode, or the oracle's first reply repeats the last
+    replayed one: a demonstration to repeat a reply is what a recovery transcript must not teach)."""
     from envs.oracles import NoSolution, make_oracle
 
     obs, info = env.reset(seed=seed, options=options)
@@ -90,8 +91,10 @@ def _play(env, seed: int, options: dict | None, replies: list[str], max_turns: i
         if terminated or truncated:  # the replay ended where the report's episode went on
             return None
         messages.append({"role": "user", "content": obs})
-    for _ in range(max_turns):
+    for turn in range(max_turns):
         messages.append({"role": "assistant", "content": agent(obs)})
+        if turn == 0 and replies and messages[-1]["content"] == replies[-1]:
+            return None  # the oracle would do again what the agent just did: that reply was no mistake
         obs, _, terminated, truncated, info = env.step(messages[-1]["content"])
         if terminated or truncated:
             break

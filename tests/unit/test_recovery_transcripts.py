@@ -76,11 +76,15 @@ def test_a_mistake_that_spoils_the_state_yields_nothing(tmp_path):
     assert list(transcripts.recovery_transcripts(report(tmp_path, [failed(seed, [wipe, WRONG])]))) == []
 
 
-def test_only_failed_episodes_that_went_on(tmp_path):
-    seed, _ = a_task(lambda t: t.kind == "select")
+def test_only_failed_episodes_that_went_on_after_a_mistake(tmp_path):
+    seed, task = a_task(lambda t: t.kind == "select")
+    from envs.db_bench.oracle import Oracle
+
+    right = Oracle(task).reply("")  # the oracle's own first query: the agent's mistake came later
     path = report(tmp_path, [failed(seed, [BAD_SQL, WRONG], outcome="correct"),  # not a failure
                              failed(seed, [WRONG]),  # ended on its first reply: no state of its own
-                             failed(seed, [])])
+                             failed(seed, []),
+                             failed(seed, [right, WRONG])])  # a takeover would teach to repeat the query
     assert list(transcripts.recovery_transcripts(path, points=3)) == []
 
 
