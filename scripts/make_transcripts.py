@@ -28,6 +28,20 @@ from lorarl import transcripts  # noqa: E402
 ENV_IDS = {"db_bench": "lorarl/DBBench-v0", "os_interaction": "lorarl/OSInteraction-v0", "target_word": "lorarl/TargetWord-v0"}
 
 
+def not_a_report(path: str) -> str | None:
+    """Why ``path`` is not an evaluate.py report with episodes (one line), or None."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return str(e).splitlines()[0] or type(e).__name__
+    env = data.get("config") if isinstance(data, dict) else None
+    env = env.get("env") if isinstance(env, dict) else None
+    if not isinstance(data.get("episodes") if isinstance(data, dict) else None, list) \
+            or not (isinstance(env, dict) and isinstance(env.get("id"), str)):
+        return "not an evaluate.py report (needs 'episodes' and 'config.env.id')"
+    return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -44,6 +58,11 @@ def main(argv=None) -> int:
     if [bool(args.env), bool(args.from_report), bool(args.recover_from)].count(True) != 1:
         p.error("give one of --env (oracle transcripts), --from-report (the correct episodes of reports) or "
                 "--recover-from (the oracle finishing the failed episodes of reports)")
+    for report in args.from_report + args.recover_from:
+        if (problem := not_a_report(report)) is not None:
+            p.error(f"{report}: {problem}")
+    if args.points < 1:
+        p.error(f"--points must be at least 1 (got {args.points})")
     if args.recover_from:
         records = (r for report in args.recover_from
                    for r in transcripts.recovery_transcripts(report, args.points, args.seed))

@@ -123,3 +123,29 @@ def test_os_interaction_recovers_in_its_sandbox_and_a_spoiled_file_yields_nothin
     (got,) = transcripts.recovery_transcripts(path)
     assert got["outcome"] == "correct" and got["messages"][1] == {"role": "assistant", "content": mistake, "train": False}
     assert "No such file" in got["messages"][2]["content"]
+
+
+def test_the_script_names_a_bad_report_in_one_line(tmp_path, capsys):
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_transcripts
+
+    bad = tmp_path / "bad.json"
+    for text, why in (("[1]", "not an evaluate.py report"), ('{"episodes": [], "config": 3}', "not an evaluate.py report"),
+                      ("{", "Expecting")):
+        bad.write_text(text)
+        with pytest.raises(SystemExit) as e:
+            make_transcripts.main(["--recover-from", str(bad), "--out", str(tmp_path / "o.jsonl")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert str(bad) in err and why in err
+    with pytest.raises(SystemExit):
+        make_transcripts.main(["--recover-from", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o.jsonl")])
+    assert "No such file" in capsys.readouterr().err
+    path = report(tmp_path, [])
+    with pytest.raises(SystemExit):
+        make_transcripts.main(["--recover-from", str(path), "--points", "0", "--out", str(tmp_path / "o.jsonl")])
+    assert "--points must be at least 1" in capsys.readouterr().err
