@@ -56,7 +56,7 @@ def recovery_transcripts(report: str | Path, points: int = 1, seed: int = 0, max
     env = gym.make(config["env"]["id"], **(config["env"].get("kwargs") or {}))
     try:
         for n, ep in enumerate(data["episodes"]):
-            if ep["outcome"] == "correct":
+            if ep["outcome"] in ("correct", "env_error"):  # env_error: the env failed, not the agent
                 continue
             replies = [m["content"] for m in ep["transcript"][ep.get("prompt_turns", 1):] if m["role"] == "assistant"]
             if len(replies) < 2:  # it ended on its first reply: no state of its own to recover from

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--skills", help="generator skills, comma-separated (db_bench, os_interaction)")
     p.add_argument("--kwargs", default="{}", help="more env arguments as JSON, e.g. '{\"max_rounds\": 5}'")
     p.add_argument("--episodes", type=int, default=1000, help="seeds to play")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--seed", type=int, default=0, help="first seed (--env); the takeover turns' draw (--recover-from)")
     p.add_argument("--from-report", nargs="*", default=[], help="evaluate.py reports: keep their correct episodes")
     p.add_argument("--recover-from", nargs="*", default=[],
                    help="evaluate.py reports: the oracle finishes their failed episodes from a turn of the agent's")

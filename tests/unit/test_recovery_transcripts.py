@@ -82,6 +82,7 @@ def test_only_failed_episodes_that_went_on_after_a_mistake(tmp_path):
 
     right = Oracle(task).reply("")  # the oracle's own first query: the agent's mistake came later
     path = report(tmp_path, [failed(seed, [BAD_SQL, WRONG], outcome="correct"),  # not a failure
+                             failed(seed, [BAD_SQL, WRONG], outcome="env_error"),  # not the agent's
                              failed(seed, [WRONG]),  # ended on its first reply: no state of its own
                              failed(seed, []),
                              failed(seed, [right, WRONG])])  # a takeover would teach to repeat the query
