@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from bench.common import record, table  # noqa: E402
-from bench.real_learning import PRESETS, evaluate, newest, sh, task_rates  # noqa: E402
+from lorarl.transcripts import agent_replies  # noqa: E402
+from bench.real_learning import PRESETS, evaluate, newest, sampled, sh, task_rates  # noqa: E402
 
 TRAIN_SEED = 20_000  # the adapter's training-task episodes: far from the held-out 1e9 + i
 
@@ -47,7 +48,7 @@ def repeat_rate(report: dict) -> tuple[float, int]:
     before them word for word; and how many replies that counts over."""
     repeats = total = 0
     for ep in report["episodes"]:
-        replies = [m["content"] for m in ep["transcript"][ep.get("prompt_turns", 1):] if m["role"] == "assistant"]
+        replies = agent_replies(ep)
         repeats += sum(a == b for a, b in zip(replies, replies[1:]))
         total += max(len(replies) - 1, 0)
     return repeats / max(total, 1), total
@@ -75,10 +76,7 @@ def sft(name: str, data: Path, args, work: Path) -> str:
 def held_out(adapter: str, name: str, args, work: Path) -> dict:
     out = {"gen": evaluate(adapter, work / f"eval/{name}_gen.json", args.env, Path(), args, False)}
     if args.samples:
-        extra = [f"num_samples_per_task={args.samples}", "algorithm.sampling.greedy=false",
-                 f"algorithm.sampling.temperature={args.sample_temperature}"]
-        out["k"] = evaluate(adapter, work / f"eval/{name}_gen_k{args.samples}.json", args.env, Path(), args, False,
-                            extra, batch=16)
+        out["k"] = sampled(adapter, work / "eval", name, args.env, Path(), args)
     return out
 
 

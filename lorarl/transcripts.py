@@ -58,7 +58,7 @@ def recovery_transcripts(report: str | Path, points: int = 1, seed: int = 0, max
         for n, ep in enumerate(data["episodes"]):
             if ep["outcome"] in ("correct", "env_error"):  # env_error: the env failed, not the agent
                 continue
-            replies = [m["content"] for m in ep["transcript"][ep.get("prompt_turns", 1):] if m["role"] == "assistant"]
+            replies = agent_replies(ep)
             if len(replies) < 2:  # it ended on its first reply: no state of its own to recover from
                 continue
             rng = random.Random(f"{seed}/{n}/{ep['seed']}")
@@ -69,6 +69,11 @@ def recovery_transcripts(report: str | Path, points: int = 1, seed: int = 0, max
                     yield {"env": config["env"]["id"], **record, "replayed": k}
     finally:
         env.close()
+
+
+def agent_replies(episode: dict) -> list[str]:
+    """The agent's replies in an evaluate.py report's episode record, in order."""
+    return [m["content"] for m in episode["transcript"][episode.get("prompt_turns", 1):] if m["role"] == "assistant"]
 
 
 def _play(env, seed: int, options: dict | None, replies: list[str], max_turns: int) -> dict | None:
