@@ -200,10 +200,26 @@ def activation_checkpointing(config: TrainConfig, lm: torch.nn.Module) -> bool:
     return sum(p.numel() for p in lm.parameters()) >= CHECKPOINTING_FROM if asked is None else asked
 
 
+def cpu_threads(tr) -> int | None:
+    """torch's CPU threads for this process: trainer.threads, or, where that is null and several
+    processes of the run share this machine's CPU (ddp/fsdp with devices > 1 on CPU), each one's
+    share of the cores. torch's default of a thread per core in every process oversubscribes the
+    CPU, and its threads then wait on each other at every op (2 processes x 2 threads on 2 cores
+    ran about 2x slower than 1 thread each). None: leave torch's default (OMP_NUM_THREADS, where
+    the user set it, is their choice)."""
+    if tr.threads or "OMP_NUM_THREADS" in os.environ:
+        return tr.threads
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    on_gpu = tr.accelerator in ("gpu", "cuda") or (tr.accelerator == "auto" and CUDAAccelerator.is_available())
+    per_node = world_size(tr.devices, 1, tr.accelerator)
+    return None if on_gpu or per_node < 2 else max(1, torch.get_num_threads() // per_node)
+
+
 def _seeded_base(config: TrainConfig, run_dir: Path, corpus):
     """(model config after warm start, tokenizer, base LM, base path), built after seeding."""
-    if config.trainer.threads:
-        torch.set_num_threads(config.trainer.threads)
+    if threads := cpu_threads(config.trainer):
+        torch.set_num_threads(threads)
     # Reductions split across threads add in another order: a run is bit-exact for its thread count.
     if first_process():  # the run's log is one file, for every node
         logging.getLogger("lorarl.run").info("torch CPU threads: %d", torch.get_num_threads())
