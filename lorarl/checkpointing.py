@@ -49,6 +49,17 @@ def checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration:06d}"
 
 
+def targets_embeddings(peft_model) -> bool:
+    """Whether the adapter adapts an embedding layer, so its save must carry them. Said explicitly:
+    PEFT's default ("auto") otherwise asks the hub for the base model's config.json at every save,
+    to see whether the vocabulary grew (a network call per checkpoint, and a download where the hub
+    is reachable; lorarl never resizes the vocabulary)."""
+    from peft.utils.constants import EMBEDDING_LAYER_NAMES
+
+    targets = peft_model.peft_config["default"].target_modules or ()
+    return any(name in targets for name in EMBEDDING_LAYER_NAMES)
+
+
 def save_policy_files(policy: torch.nn.Module, state: dict[str, torch.Tensor], directory: Path) -> None:
     """Write the adapter (or full model) and value head from a gathered trainable state dict.
 
@@ -57,7 +68,8 @@ def save_policy_files(policy: torch.nn.Module, state: dict[str, torch.Tensor], d
     directory.mkdir(parents=True, exist_ok=True)
     lm_state = {k[len("lm.") :]: v for k, v in state.items() if k.startswith("lm.")}
     if is_lora(policy.lm):  # the trained adapter only, not a warm start's frozen reference copy
-        policy.lm.save_pretrained(str(directory), state_dict=lm_state, selected_adapters=["default"])
+        policy.lm.save_pretrained(str(directory), state_dict=lm_state, selected_adapters=["default"],
+                                  save_embedding_layers=targets_embeddings(policy.lm))
     else:
         policy.lm.save_pretrained(str(directory), state_dict=lm_state, safe_serialization=True)
     head = {k[len("value_head.") :]: v.contiguous() for k, v in state.items() if k.startswith("value_head.")}
