@@ -38,7 +38,8 @@ sys.path[:0] = [str(ROOT)]
 
 from bench.common import record, table  # noqa: E402
 from lorarl.transcripts import agent_replies  # noqa: E402
-from bench.real_learning import PRESETS, evaluate, newest, sampled, sh, task_rates  # noqa: E402
+from bench.real_learning import (PRESETS, bootstrap_cells, evaluate, mcnemar_cell, newest, sampled, sh,  # noqa: E402
+                                 task_rates)
 
 TRAIN_SEED = 20_000  # the adapter's training-task episodes: far from the held-out 1e9 + i
 
@@ -82,7 +83,7 @@ def held_out(adapter: str, name: str, args, work: Path) -> dict:
 
 def rows(results: dict[str, dict], against: str) -> list[dict]:
     """A row per model: success, Wilson interval, repeat rate; paired tests against ``against``."""
-    from lorarl.stats import mcnemar_exact, paired_bootstrap, wilson_interval
+    from lorarl.stats import wilson_interval
 
     control = results[against]
     out = []
@@ -94,19 +95,12 @@ def rows(results: dict[str, dict], against: str) -> list[dict]:
         row = {"model": name, "held-out success (greedy)": f"{wins / len(eps):.3f}", "95% CI": f"[{lo:.2f}, {hi:.2f}]",
                "McNemar vs control": "", "replies repeating the one before": f"{rate:.2f} of {n}"}
         if res is not control:
-            a = {e["task"]: e["outcome"] == "correct" for e in eps}
-            b = {e["task"]: e["outcome"] == "correct" for e in control["gen"]["episodes"]}
-            only_me, only_sft = sum(a[t] and not b[t] for t in a), sum(b[t] and not a[t] for t in a)
-            row["McNemar vs control"] = f"p {mcnemar_exact(only_me, only_sft):.3g} ({only_me} vs {only_sft})"
+            row["McNemar vs control"] = f"p {mcnemar_cell([res['gen']], [control['gen']])}"
         if "k" in res:
             row["pass@1 sampled"] = f"{res['k']['confidence']['pass@1']:.3f}"
             row["vs control sampled (95% CI), p"] = ""
             if res is not control:
-                mine, theirs = task_rates(res["k"]), task_rates(control["k"])
-                tasks = sorted(set(mine) & set(theirs))
-                boot = paired_bootstrap([mine[t] for t in tasks], [theirs[t] for t in tasks])
-                row["vs control sampled (95% CI), p"] = (f"{boot['difference']:+.3f} [{boot['ci95'][0]:+.3f}, "
-                                                     f"{boot['ci95'][1]:+.3f}], p {boot['p_value']:.3g}")
+                row["vs control sampled (95% CI), p"] = ", p ".join(bootstrap_cells(task_rates(res["k"]), task_rates(control["k"])))
         out.append(row)
     return out
 
@@ -151,10 +145,16 @@ def main():
             random.Random(0).shuffle(lines)  # the holdout split takes a seeded shuffle too: mixed either way
             data.write_text("\n".join(lines) + "\n")
         arms[name] = data
-    results = {"SFT (the adapter)": held_out(adapter, "sft", args, work)}
+    trained = {}
     for name, data in arms.items():
         tag = data.stem.removeprefix("sft_data_")
-        results[f"SFT {name}"] = held_out(sft(f"sft_{tag}", data, args, work), tag, args, work)
+        trained[f"SFT {name}"] = held_out(sft(f"sft_{tag}", data, args, work), tag, args, work)
+    # What the recovery transcripts add beyond their extra data, printed before the SFT adapter's
+    # own evaluation runs: the question the control arm exists for, answered first.
+    pair = {k: trained[k] for k in ("SFT + more oracle", "SFT + recovery")}
+    vs_more = rows(pair, "SFT + more oracle")[1:]
+    print(table(vs_more, "SFT + recovery against SFT + more oracle (the same tasks, as many transcripts)"), flush=True)
+    results = {"SFT (the adapter)": held_out(adapter, "sft", args, work), **trained}
     failed = sum(e["outcome"] != "correct" for e in report["episodes"])
     counts = {"train tasks played": len(report["episodes"]), "failed": failed,
               "recovery transcripts": len(recovery.read_text().splitlines()),
@@ -164,12 +164,8 @@ def main():
     out = rows(results, "SFT (the adapter)")
     print(table(out, f"{args.env}: SFT with recovery transcripts, {args.tasks} generated held-out tasks; "
                      "control: the SFT adapter"))
-    # what the recovery transcripts add beyond their extra data: against the arm with as many more
-    # oracle transcripts of the same tasks
-    pair = {k: results[k] for k in ("SFT + more oracle", "SFT + recovery")}
-    print(table(rows(pair, "SFT + more oracle")[1:], "the same, control: SFT + more oracle"))
     print(f"{time.perf_counter() - start:.0f} s")
-    record("recovery_sft", {"args": vars(args), "counts": counts, "rows": out, "vs_more_oracle": rows(pair, "SFT + more oracle")[1:]})
+    record("recovery_sft", {"args": vars(args), "counts": counts, "rows": out, "vs_more_oracle": vs_more})
 
 
 if __name__ == "__main__":
