@@ -310,9 +310,11 @@ def main():
     if args.agentbench:
         out["agentbench"] = summarize(results, base["ab"], "ab")
         print(table(out["agentbench"], f"{args.env}: AgentBench dev split ({AGENTBENCH[args.env][1]} tasks), greedy"))
-    png = Path(args.png) if args.png else ROOT / "docs" / f"learning_{args.env}.png"
-    plot(results, statistics.mean(r["sft"]["gen"]["metrics"]["success_rate"] for r in results), png, args.env)
-    print(f"wrote {png}; {time.perf_counter() - start:.0f} s")
+    if results[0]["arms"]:  # success vs RL iteration: without an RL arm there is no curve to draw
+        png = Path(args.png) if args.png else ROOT / "docs" / f"learning_{args.env}.png"
+        plot(results, statistics.mean(r["sft"]["gen"]["metrics"]["success_rate"] for r in results), png, args.env)
+        print(f"wrote {png}")
+    print(f"{time.perf_counter() - start:.0f} s")
     record("real_learning", {"args": vars(args), **out})
 
 
