@@ -44,7 +44,8 @@ LEAN_CLASSES = frozenset({"Qwen2ForCausalLM", "LlamaForCausalLM"})
 
 def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
            temperature: float | None, eos: int, pad: int, lean: bool = True, cache: PrefixCache | None = None,
-           keys: list | None = None, lookup: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           keys: list | None = None, lookup: int = 0, row_seeds: list[int] | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample up to ``max_new_tokens`` per row of a left-padded batch. ``temperature`` None:
     greedy. Rows that have emitted ``eos`` continue with ``pad`` (masked out of attention) until
     every row is done. Returns (new tokens [B, N], their logprobs under the full distribution at
@@ -53,7 +54,9 @@ def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     them, and what this call computes kept for the next turn of each row's episode (``keys``:
     one hashable id per row, the episode's). ``lookup`` (greedy, lean steps): up to this many
     tokens per step drafted from each row's own context and checked in the same pass
-    (``_greedy_lookup``); the tokens are the same as one at a time."""
+    (``_greedy_lookup``); the tokens are the same as one at a time. ``row_seeds`` (sampling): one
+    seed per row, whose own random stream draws that row's tokens (``sample_rows``), so a row's
+    reply does not depend on which rows share its batch; None: one stream for the batch."""
     # the adapters live in the base model's layers; PEFT's wrapper adds only per-call work
     lm = lm.get_base_model() if is_lora(lm) else lm
     if lean and lean_supported(lm):
@@ -67,11 +70,17 @@ def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         steps.keep(tokens, lengths)
         return tokens, logprobs, lengths
     done = torch.zeros(input_ids.shape[0], 1, dtype=torch.bool, device=input_ids.device)
+    streams = None
+    if row_seeds is not None and temperature is not None:
+        streams = [torch.Generator(device=input_ids.device).manual_seed(s) for s in row_seeds]
     tokens, logprobs = [], []
     logits = steps.first()
     for t in range(max_new_tokens):
         logp = torch.log_softmax(logits.float() if temperature in (None, 1.0) else logits.float() / temperature, dim=-1)
-        nxt = logp.argmax(-1, keepdim=True) if temperature is None else torch.multinomial(logp.exp(), 1)
+        if temperature is None:
+            nxt = logp.argmax(-1, keepdim=True)
+        else:
+            nxt = torch.multinomial(logp.exp(), 1) if streams is None else sample_rows(logp, streams)
         nxt = nxt.masked_fill_(done, pad)  # [B, 1]
         tokens.append(nxt)
         logprobs.append(logp.gather(-1, nxt))
@@ -86,6 +95,18 @@ def decode(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if isinstance(steps, _LeanSteps):
         steps.keep(tokens, lengths)
     return tokens, torch.cat(logprobs, 1), lengths
+
+
+def sample_rows(logp: torch.Tensor, streams: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of ``logp`` [B, V] (log-probabilities), drawn from the full distribution
+    with row b's own generator: one uniform per row, placed in the row's cumulative distribution
+    (inverse CDF, in float64). A row's tokens depend only on its seed and its own logits, whatever
+    rows share the batch; one draw per row, no slower than torch.multinomial over the batch."""
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=logp.device) for g in streams])
+    cdf = logp.double().exp().cumsum(-1)
+    # scaled by each row's total: the float sum of the probabilities is not exactly 1; "right":
+    # a token of probability 0 (a flat step of the CDF) is never drawn
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logp.shape[-1] - 1)
 
 
 def _greedy_lookup(steps: "_LeanSteps", max_new_tokens: int, eos: int, pad: int, k: int

@@ -23,7 +23,7 @@ from lorarl.lora import is_lora, merged_for_inference
 from lorarl.metrics import episode_metrics, per_task_type
 from lorarl.policy import Policy
 from lorarl.rewards import OUTCOMES
-from lorarl.rollout import Episode, RolloutCollector
+from lorarl.rollout import Episode, RolloutCollector, stream_seed
 from lorarl.stats import mcnemar_exact, paired_bootstrap, pass_at_k, wilson_interval
 from lorarl.transcript_page import write_page
 
@@ -40,26 +40,38 @@ class EvalSpec:
     samples_per_task: int = 1  # episodes per task (pass@k); more than 1 needs sampling, not greedy
 
 
-def tasks_of(spec: EvalSpec) -> list[int]:
-    """The task index of each episode an evaluation plays, in order."""
-    return [i for i in range(spec.num_samples) for _ in range(spec.samples_per_task)]
+def plan_of(spec: EvalSpec) -> list[tuple[int, int]]:
+    """(task index, sample number) of each episode an evaluation plays, in order."""
+    return [(i, k) for i in range(spec.num_samples) for k in range(spec.samples_per_task)]
 
 
 def evaluate_policy(policy: Policy, collector: RolloutCollector, spec: EvalSpec, synced_gpus: bool = False,
-                    any_rank_active=bool, tasks: list[int] | None = None,
+                    any_rank_active=bool, plan: list[tuple[int, int]] | None = None,
                     on_batch=None) -> tuple[list[Episode], float]:
     """Run ``samples_per_task`` episodes of each of ``num_samples`` tasks (or the episodes of
-    ``tasks``, task indices), ``len(collector.envs)`` at a time, an env that finishes one taking
-    the next; (episodes in task order, generated tokens/s). An episode's ``group_id`` is its
-    task. ``on_batch(episodes)`` is called with the episodes that ended, as they end (evaluate.py
-    saves them as it goes). Sharded policies pass the rank sync (``RLModule.any_rank``) so every
-    rank joins every generation."""
-    tasks = tasks_of(spec) if tasks is None else tasks
+    ``plan``: (task index, sample number) pairs), ``len(collector.envs)`` at a time, an env that
+    finishes one taking the next; (episodes in plan order, generated tokens/s). An episode's
+    ``group_id`` is its task, ``sample`` its number. Each episode samples from its own stream,
+    seeded from (spec.seed, task, sample): resumed, batched otherwise, or played by another
+    model, the same episode meets the same noise. ``on_batch(episodes)`` is called with the
+    episodes that ended, as they end (evaluate.py saves them as it goes). Sharded policies pass
+    the rank sync (``RLModule.any_rank``) so every rank joins every generation."""
+    plan = plan_of(spec) if plan is None else plan
+    tasks = [t for t, _ in plan]
     start = time.perf_counter()
     cache = collector.new_prefix_cache()  # the weights do not change during an evaluation: one cache for all
     opts = [{"task_index": i} for i in tasks] if spec.by_task_index else None
+    keys = [stream_seed(spec.seed, t, k) for t, k in plan]
+    sample_of = dict(zip(keys, (k for _, k in plan)))
+
+    def ended(batch: list[Episode]) -> None:
+        for e in batch:  # numbered before on_batch saves them
+            e.sample = sample_of[e.noise_key]
+        if on_batch is not None:
+            on_batch(batch)
+
     episodes = collector.collect(policy, [spec.seed + i for i in tasks], tasks, synced_gpus, any_rank_active, opts,
-                                 cache, on_batch)
+                                 cache, ended, keys)
     tokens = sum(sum(e.action_mask) for e in episodes)
     collector.prefill = dict(cache.stats())
     return episodes, tokens / max(time.perf_counter() - start, 1e-9)
@@ -112,14 +124,14 @@ def paired(a: list[Episode], b: list[Episode]) -> dict:
 
 
 def episode_records(episodes: list[Episode]) -> list[dict]:
-    return [{"task": e.group_id, "seed": e.seed, "task_type": e.task_type, "outcome": e.outcome, "reward": e.reward,
+    return [{"task": e.group_id, "sample": e.sample, "seed": e.seed, "task_type": e.task_type, "outcome": e.outcome, "reward": e.reward,
              "turns": e.turns, "prompt_turns": e.prompt_turns, "transcript": e.messages, "verdict": e.verdict}
             for e in episodes]
 
 
 def episode_of(record: dict) -> Episode:
     """An episode back from its record (transcript and verdict; no token ids)."""
-    return Episode(group_id=record["task"], seed=record["seed"], messages=record["transcript"],
+    return Episode(group_id=record["task"], sample=record.get("sample", 0), seed=record["seed"], messages=record["transcript"],
                    outcome=record["outcome"], task_type=record["task_type"], reward=record["reward"],
                    turns=record["turns"], prompt_turns=record["prompt_turns"], verdict=record.get("verdict") or {},
                    done=True)
@@ -252,18 +264,20 @@ def _evaluate_one(name: str, config, spec: EvalSpec, envs) -> tuple[dict, list] 
     collector = make_collector(config.env, envs, tok, config.algorithm.sampling, config.reward)
     policy = Policy(lm.eval(), with_value_head=False, keep_reference=False).eval()
     progress = Progress(_report_path(name, config), name, config)
-    done, todo = progress.resume(tasks_of(spec))
-    torch.manual_seed(config.seed)  # every model samples from the same stream (pairs stay comparable)
+    done, todo = progress.resume(plan_of(spec))
+    # Our decoding samples each episode from its own stream (evaluate_policy); transformers'
+    # generate (sampling.cache=static) samples the batch from torch's: seeded, every model starts it alike.
+    torch.manual_seed(config.seed)
     merge = config.algorithm.sampling.merge_adapter is not False and is_lora(policy.lm)
     try:
         with merged_for_inference(policy.lm) if merge else contextlib.nullcontext():
-            played, tps = evaluate_policy(policy, collector, spec, tasks=todo, on_batch=progress.add)
+            played, tps = evaluate_policy(policy, collector, spec, plan=todo, on_batch=progress.add)
     except KeyboardInterrupt:
         progress.interrupted(spec)
         raise
     finally:
         collector.close(close_envs=False)  # the next model plays the same envs
-    episodes = sorted(done + played, key=lambda e: e.group_id)
+    episodes = sorted(done + played, key=lambda e: (e.group_id, e.sample))
     return {**summarize(episodes, tps), **collector.prefill, "confidence": confidence(episodes)}, episodes
 
 
@@ -281,9 +295,10 @@ class Progress:
         self.records: list[dict] = []
         self.total, self.start, self.count = 0, time.monotonic(), 0
 
-    def resume(self, tasks: list[int]) -> tuple[list[Episode], list[int]]:
-        """(episodes finished by an interrupted run of the same evaluation, the tasks left)."""
-        self.total = len(tasks)
+    def resume(self, plan: list[tuple[int, int]]) -> tuple[list[Episode], list[tuple[int, int]]]:
+        """(episodes finished by an interrupted run of the same evaluation, the (task, sample)
+        pairs left)."""
+        self.total = len(plan)
         if self.path.is_file():
             lines = self.path.read_text().splitlines()
             try:
@@ -291,10 +306,12 @@ class Progress:
                 self.records = [json.loads(ln) for ln in lines[1:] if ln.strip()] if same else []
             except (ValueError, IndexError):
                 self.records = []
-        left = list(tasks)
+        left = list(plan)
         for r in self.records:
-            if r["task"] in left:
-                left.remove(r["task"])
+            # a record of an older lorarl has no sample number: it stands for any sample of its task
+            match = (r["task"], r["sample"]) if "sample" in r else next((p for p in left if p[0] == r["task"]), None)
+            if match in left:
+                left.remove(match)
         if self.records:
             print(f"{_label(self.name)}: continuing an interrupted evaluation: {len(self.records)} of {self.total} "
                   f"episodes done ({self.path})", file=sys.stderr)

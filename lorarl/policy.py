@@ -142,17 +142,17 @@ class Policy(nn.Module):
                                  temperature, False, False).logprobs
 
     def _decode(self, input_ids, attention_mask, max_new_tokens, temperature, eos_token_id, pad_token_id,
-                lean: bool, cache=None, keys=None, lookup: int = 0) -> Generation:
+                lean: bool, cache=None, keys=None, lookup: int = 0, row_seeds=None) -> Generation:
         # inference_mode, not no_grad: no version counters or view tracking on the thousands of
         # small tensors decoding makes (what it returns becomes Python lists, never autograd inputs)
         with torch.inference_mode():
             tokens, logprobs, lengths = decode(self.lm, input_ids, attention_mask, max_new_tokens, temperature,
-                                               eos_token_id, pad_token_id, lean, cache, keys, lookup)
+                                               eos_token_id, pad_token_id, lean, cache, keys, lookup, row_seeds)
         return Generation(tokens.clone(), logprobs.clone(), lengths.clone())
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling, eos_token_id: int,
-                 pad_token_id: int, synced_gpus: bool = False, cache=None, keys=None) -> Generation:
+                 pad_token_id: int, synced_gpus: bool = False, cache=None, keys=None, row_seeds=None) -> Generation:
         """Sample from the full distribution (no top-k/top-p) so recorded logprobs are the
         policy's own: PPO's ratio then starts at exactly 1. ``sampling`` is a SamplingSpec.
         With the dynamic KV cache on one process (or unsharded), a short loop of our own decodes
@@ -161,11 +161,14 @@ class Policy(nn.Module):
         skips transformers' forward altogether (``sampling.lean_steps``). Static caches,
         compilation and lockstep decoding across sharded ranks (``synced_gpus``) go through
         transformers' generate. ``cache`` (a ``PrefixCache``) and ``keys`` (one episode id per row):
-        prefixes computed before are reused, on the lean path (``lorarl.decoding``)."""
+        prefixes computed before are reused, on the lean path (``lorarl.decoding``). ``row_seeds``
+        (one per row): each row samples from its own stream, whatever rows share its batch, on
+        our own loop; transformers' generate samples the batch from one stream."""
         greedy, temperature = sampling.greedy, sampling.temperature
         if sampling.cache == "dynamic" and not synced_gpus:
             return self._decode(input_ids, attention_mask, sampling.max_new_tokens, None if greedy else temperature,
-                                eos_token_id, pad_token_id, sampling.lean_steps, cache, keys, sampling.prompt_lookup)
+                                eos_token_id, pad_token_id, sampling.lean_steps, cache, keys, sampling.prompt_lookup,
+                                row_seeds)
         extra = {}
         if sampling.cache == "static":
             # Fewer distinct shapes, fewer recompilations: pad the prompt width to a multiple of 64.

@@ -13,6 +13,7 @@ rounds stay full until the last episodes (continuous batching).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,11 @@ from lorarl.specs import SamplingSpec
 from lorarl.types import RolloutBatch
 
 log = logging.getLogger(__name__)
+
+
+def stream_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (a hash: nearby inputs give unrelated seeds)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
 
 
 @dataclass
@@ -51,6 +57,8 @@ class Episode:
     env_call_since: float | None = None  # time.monotonic() when the env call now running began
     prompt_turns: int = 1  # messages[:prompt_turns] are the env's prompt (earlier turns + first observation)
     verdict: dict = field(default_factory=dict)  # the env's last observation, and reference/error/judge_error
+    sample: int = 0  # its number among its task's episodes (an evaluation's pass@k samples)
+    noise_key: int | None = None  # its sampling draws from its own stream (stream_seed(key, turn)); None: the batch's
 
     @property
     def trainable(self) -> bool:
@@ -229,6 +237,7 @@ class RolloutCollector:
         reset_options: Sequence[dict | None] | None = None,
         prefix_cache: PrefixCache | None = None,
         on_finished: Callable[[list[Episode]], None] | None = None,
+        noise_keys: Sequence[int] | None = None,
     ) -> list[Episode]:
         """One episode per seed, at most ``len(self.envs)`` at a time: an env whose episode has
         ended starts the next seed's episode before the next generation (continuous batching),
@@ -239,11 +248,17 @@ class RolloutCollector:
         evaluation walk a task file in order instead of seeding. ``prefix_cache``: keys and values
         computed before, reused (an evaluation passes one for all its tasks); by default one for
         this call, of ``sampling.prefix_cache_mb``. ``on_finished(episodes)``: called with the
-        episodes that ended, as they end (evaluate.py saves them)."""
-        if len(seeds) != len(group_ids):
-            raise ValueError(f"{len(seeds)} seeds and {len(group_ids)} groups")
+        episodes that ended, as they end (evaluate.py saves them). ``noise_keys`` (one per episode):
+        each episode samples its replies from its own random stream (seeded from its key and turn),
+        so what it samples does not depend on which episodes share its batches: an evaluation
+        resumed, or run with another batch size, samples the same episodes, and two models given
+        the same keys meet the same noise (paired comparisons are less noisy). None: the batch
+        samples from torch's global stream."""
+        if len(seeds) != len(group_ids) or (noise_keys is not None and len(noise_keys) != len(seeds)):
+            raise ValueError(f"{len(seeds)} seeds, {len(group_ids)} groups and {len(noise_keys or [])} noise keys")
         options = list(reset_options or [None] * len(seeds))
-        episodes = [Episode(group_id=g, seed=s) for s, g in zip(seeds, group_ids)]
+        keys = list(noise_keys) if noise_keys is not None else [None] * len(seeds)
+        episodes = [Episode(group_id=g, seed=s, noise_key=k) for s, g, k in zip(seeds, group_ids, keys)]
         run = _Slots(len(self.envs), len(episodes))
         ready: list[int] = []
         device = next(policy.parameters()).device
@@ -280,8 +295,11 @@ class RolloutCollector:
             rows = [episodes[i].token_ids for i in ready] or [[self.tok.eos_token_id]]
             ids, mask = _left_pad(rows, self.tok.pad_token_id, device)
             started = time.perf_counter()
+            own = ready and noise_keys is not None
             gen = policy.generate(ids, mask, self.sampling, self.tok.eos_token_id, self.tok.pad_token_id, synced_gpus,
-                                  cache, [id(episodes[i]) for i in ready] if ready else None)
+                                  cache, [id(episodes[i]) for i in ready] if ready else None,
+                                  row_seeds=[stream_seed(episodes[i].noise_key, episodes[i].turns) for i in ready]
+                                  if own else None)
             self.timing["generate_s"] += time.perf_counter() - started
             for row, i in enumerate(ready):
                 n = int(gen.lengths[row])

@@ -46,7 +46,7 @@ def test_dynamic_and_merged_give_identical_greedy_transcripts_and_base_is_compar
         assert set(m) >= {"success_rate", "reward_mean", "turns_mean", "tokens_per_s", "outcome/correct"}  # training's names
         assert any(k.startswith("success_rate/") for k in m)  # per task type
         assert abs(sum(v for k, v in m.items() if k.startswith("outcome/")) - 1) < 1e-6
-        assert all(set(e) == {"task", "seed", "task_type", "outcome", "reward", "turns", "prompt_turns", "transcript",
+        assert all(set(e) == {"task", "sample", "seed", "task_type", "outcome", "reward", "turns", "prompt_turns", "transcript",
                               "verdict"} for e in report["episodes"])
     # the same seeded tasks for every model, compared in pairs, and a page to read them side by side
     assert [e["seed"] for e in a["episodes"]] == [e["seed"] for e in base["episodes"]]
@@ -115,7 +115,8 @@ def test_error_cases_are_one_clear_line(trained, tmp_path, defaults):
 
 def test_an_interrupted_evaluation_keeps_what_finished_and_the_same_command_continues(trained, tmp_path):
     """Ctrl-C after the first batches leaves a readable partial report; the same command then plays
-    only the episodes left, and the report equals an uninterrupted evaluation's."""
+    only the episodes left, and the report equals an uninterrupted evaluation's, sampled (pass@k)
+    too, and with another batch size: each episode samples from its own stream."""
     import signal
     import time
 
@@ -125,7 +126,8 @@ def test_an_interrupted_evaluation_keeps_what_finished_and_the_same_command_cont
     gate = tmp_path / "go"
     args = [f"adapter={ckpt}", "env=target_word", "env.id=jitter:jitter/TargetWord-v0", "+env.kwargs.max_delay_s=0.1",
             f"+env.kwargs.gate_file={gate}", "+env.kwargs.gate_after_resets=4",
-            "num_samples=10", "batch_size=2", "baseline=false", f"model_path={trained / 'base_model'}"]
+            "num_samples=5", "num_samples_per_task=2", "algorithm.sampling.greedy=false", "batch_size=2",
+            "baseline=false", f"model_path={trained / 'base_model'}"]
     cmd = [sys.executable, str(ROOT / "evaluate.py"), *args, f"report={tmp_path / 'a.json'}"]
     # Ctrl-C as a terminal sends it: SIGINT at its default in the child, however the suite was
     # started (a background job of a non-interactive shell ignores SIGINT, and children inherit that)
@@ -151,8 +153,13 @@ def test_an_interrupted_evaluation_keeps_what_finished_and_the_same_command_cont
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                            env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
     assert again.returncode == 0 and "continuing an interrupted evaluation" in again.stderr, again.stderr[-2000:]
-    whole = subprocess.run([*cmd[:-1], f"report={tmp_path / 'b.json'}"], cwd=ROOT, capture_output=True, text=True,
+    whole = subprocess.run([*cmd[:-1], "batch_size=3", f"report={tmp_path / 'b.json'}"], cwd=ROOT, capture_output=True,
+                           text=True,
                            timeout=600, env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert [(e["task"], e["sample"]) for e in a["episodes"]] == [(t, k) for t in range(5) for k in range(2)]
     assert [(e["task"], e["transcript"]) for e in a["episodes"]] == [(e["task"], e["transcript"]) for e in b["episodes"]]
+    # sampled, not greedy: a task's two samples differ somewhere
+    assert any(a["episodes"][2 * t]["transcript"] != a["episodes"][2 * t + 1]["transcript"] for t in range(5))
     assert not list(tmp_path.glob("*.partial.*"))  # the progress files go once the report is written

@@ -160,3 +160,44 @@ def test_one_prompt_for_every_row_and_the_shortest_replies(new_tokens):
     (lean, hf) = _both(lm, ids, mask, new_tokens, 1.0, -1, seed=7)
     assert lean[0].shape == (5, new_tokens) and torch.equal(lean[2], torch.full((5,), new_tokens))
     assert torch.equal(lean[0], hf[0]) and (lean[1] - hf[1]).abs().max() < 1e-5
+
+
+def test_sample_rows_draws_from_the_softmax_with_each_rows_own_stream():
+    """Inverse CDF with a generator per row: frequencies match softmax(logp) (a multinomial's
+    5-sigma band per token), a token of probability 0 never comes, and a row's draws depend on
+    its seed only."""
+    logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0, -1.0, -8.0], [0.0, 0.0, -float("inf"), 0.0, 0.0]]), -1)
+    streams = [torch.Generator().manual_seed(s) for s in (11, 12)]
+    draws = torch.cat([decoding.sample_rows(logp, streams) for _ in range(20_000)], 1)  # [2, n]
+    for row in range(2):
+        freq = torch.bincount(draws[row], minlength=5).double() / draws.shape[1]
+        p = logp[row].exp().double()
+        assert ((freq - p).abs() <= 5 * (p * (1 - p) / draws.shape[1]).sqrt() + 1e-12).all(), (freq, p)
+    own = [torch.Generator().manual_seed(12)]
+    alone = torch.cat([decoding.sample_rows(logp[1:], own) for _ in range(50)], 1)
+    assert torch.equal(alone[0], draws[1, :50])
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "model-forward"])
+def test_row_seeds_make_each_rows_reply_independent_of_its_batch(lean):
+    """Sampled with ``row_seeds``, a row's tokens and logprobs are the same alone as in any batch,
+    whatever the rows beside it and the global RNG; without, they are not."""
+    lm = _model(LlamaForCausalLM, LlamaConfig)
+    ids, mask = _batch((7, 3, 11, 5))
+    seeds = [101, 102, 103, 104]
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        batch = decoding.decode(lm, ids, mask, 10, 1.0, -1, 0, lean=lean, row_seeds=seeds)
+        torch.manual_seed(1)  # another global state: no effect
+        order = [2, 0, 3, 1]
+        shuffled = decoding.decode(lm, ids[order], mask[order], 10, 1.0, -1, 0, lean=lean,
+                                   row_seeds=[seeds[i] for i in order])
+        for j, i in enumerate(order):
+            assert torch.equal(shuffled[0][j], batch[0][i]) and (shuffled[1][j] - batch[1][i]).abs().max() < 1e-5
+        # row 2 alone (its own width of left padding gone)
+        alone = decoding.decode(lm, ids[2:3, -11:], mask[2:3, -11:], 10, 1.0, -1, 0, lean=lean, row_seeds=[103])
+        assert torch.equal(alone[0][0], batch[0][2])
+        other_seed = decoding.decode(lm, ids[2:3, -11:], mask[2:3, -11:], 10, 1.0, -1, 0, lean=lean, row_seeds=[7])
+        assert not torch.equal(other_seed[0][0], batch[0][2])
+    # the recorded logprobs are the policy's own at the sampled tokens, as with the shared stream
+    assert (_recomputed(lm, ids, mask, batch[0], 1.0) - batch[1]).abs().max() < 1e-4
