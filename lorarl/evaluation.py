@@ -161,6 +161,22 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join([head] + [f"{k:28s}" + "".join(f"{v:>{width}s}" for v in vals) for k, vals in rows])
 
 
+def _file_labels(names: list[str]) -> dict[str, str]:
+    """Each model's name in its report file: "base", or its directory's name, with parent
+    directories ("checkpoints" left out) joined in front where two models would otherwise share
+    one (runs/a/checkpoints/iter_6 and runs/b/checkpoints/iter_6: a_iter_6, b_iter_6), so that no
+    report overwrites another."""
+    parts = {n: ["base"] if n == "none" else [p for p in reversed(Path(n).resolve().parts) if p not in ("checkpoints", "/")]
+             for n in names}
+    labels = {n: p[0] for n, p in parts.items()}
+    depth = 1
+    while len(set(labels.values())) < len(labels) and depth < max(map(len, parts.values())):
+        depth += 1
+        clash = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
+        labels = {n: "_".join(reversed(parts[n][:depth])) if labels[n] in clash else labels[n] for n in names}
+    return labels
+
+
 def _label(name: str) -> str:
     """A short column name: "base", or the checkpoint's run and directory (runs/x/checkpoints/iter_10 -> x/iter_10)."""
     if name == "none":
@@ -421,7 +437,7 @@ def _writable(directory: Path) -> None:
 
 def _report_path(name: str, config) -> Path:
     env = config.env.id.split("/")[-1]
-    label = "base" if name == "none" else Path(name).name
+    label = _file_labels(models_to_evaluate(config)).get(name, "base" if name == "none" else Path(name).name)
     if config.report:  # a file for one model; a directory (or a path ending in /) holds one per model
         as_dir = Path(config.report).is_dir() or config.report.endswith("/") or len(models_to_evaluate(config)) > 1
         return Path(config.report) / f"{label}_{env}.json" if as_dir else Path(config.report)
