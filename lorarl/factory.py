@@ -31,7 +31,7 @@ from lorarl.policy import Policy
 from lorarl.ranks import RankRegistry
 from lorarl.schema import ConfigError, ModelConfig, TrainConfig
 from lorarl.specs import PPOSpec
-from lorarl.strategies import build_strategy, check_launcher, world_size
+from lorarl.strategies import build_strategy, check_launcher, uses_gpu, world_size
 from lorarl.tokenizer import build_byte_tokenizer, load_tokenizer, train_bpe_tokenizer
 
 BASE_MODEL_DIR = "base_model"
@@ -209,11 +209,8 @@ def cpu_threads(tr) -> int | None:
     the user set it, is their choice)."""
     if tr.threads or "OMP_NUM_THREADS" in os.environ:
         return tr.threads
-    from lightning.pytorch.accelerators import CUDAAccelerator
-
-    on_gpu = tr.accelerator in ("gpu", "cuda") or (tr.accelerator == "auto" and CUDAAccelerator.is_available())
     per_node = world_size(tr.devices, 1, tr.accelerator)
-    return None if on_gpu or per_node < 2 else max(1, torch.get_num_threads() // per_node)
+    return None if uses_gpu(tr.accelerator) or per_node < 2 else max(1, torch.get_num_threads() // per_node)
 
 
 def _seeded_base(config: TrainConfig, run_dir: Path, corpus):

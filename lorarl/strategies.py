@@ -86,14 +86,20 @@ def check_launcher(num_nodes: int, environ=None) -> None:
                          "and MASTER_PORT on every node")
 
 
+def uses_gpu(accelerator: str) -> bool:
+    """Whether trainer.accelerator puts the run on CUDA ("auto": where a GPU is available)."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and CUDAAccelerator.is_available())
+
+
 def world_size(devices, num_nodes: int, accelerator: str) -> int:
     """Processes a Trainer with these settings will start, parsed by Lightning's own accelerators
     (raises ValueError, from Lightning, for devices it would refuse)."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
-    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and CUDAAccelerator.is_available())
-    acc = CUDAAccelerator if use_gpu else CPUAccelerator
+    acc = CUDAAccelerator if uses_gpu(accelerator) else CPUAccelerator
     try:
         parsed = acc.parse_devices(acc.auto_device_count() if devices == "auto" else devices)
     except (MisconfigurationException, TypeError) as e:
