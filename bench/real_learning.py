@@ -123,7 +123,8 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
         last = sorted((run / "eval").glob("iter_*.json"))
         final = json.loads(last[-1].read_text()) if last and last[-1].stem == Path(adapter).name else None
         res = {"gen": final if final and len(final["episodes"]) == args.tasks
-               else evaluate(adapter, here / f"eval/{arm}_gen.json", args.env, shared, args, False), "curve": curve(run)}
+               else evaluate(adapter, here / f"eval/{arm}_gen.json", args.env, shared, args, False), "curve": curve(run),
+               "iteration": int(Path(adapter).name.split("_")[-1])}
         if args.agentbench:
             res["ab"] = evaluate(adapter, here / f"eval/{arm}_ab.json", args.env, shared, args, True)
         if args.samples:
@@ -258,12 +259,19 @@ def plot(results: list[dict], sft_rate: float, path: Path, title: str) -> None:
               *[[r["arms"][arm]["curve"]["eval"].get(s, float("nan")) for r in results] for s in steps]]
         line, = ax1.plot(xs, [statistics.mean(y) for y in ys], marker="o", label=f"SFT + {arm.upper()}")
         ax1.fill_between(xs, [min(y) for y in ys], [max(y) for y in ys], alpha=0.15, color=line.get_color())
+        if all("k" in r["arms"][arm] for r in results):  # --samples: the final adapters' sampled pass@1 against SFT's
+            ys = [[r["sft"]["k"]["confidence"]["pass@1"] for r in results],
+                  [r["arms"][arm]["k"]["confidence"]["pass@1"] for r in results]]
+            mid = [statistics.mean(y) for y in ys]
+            ax1.errorbar([0, results[0]["arms"][arm]["iteration"]], mid, fmt="s:", color=line.get_color(), capsize=4,
+                         yerr=[[m - min(y) for m, y in zip(mid, ys)], [max(y) - m for m, y in zip(mid, ys)]],
+                         label=f"SFT + {arm.upper()}, sampled pass@1 (iteration 0: SFT's)")
         rew = sorted(results[0]["arms"][arm]["curve"].get("reward", {}))
         ax2.plot(rew, [statistics.mean(r["arms"][arm]["curve"]["reward"].get(s, float("nan")) for r in results) for s in rew],
                  label=arm.upper(), color=line.get_color())
     ax1.axhline(sft_rate, color="gray", linestyle="--", label="SFT only (control)")
     ax1.set_ylim(0, 1)  # the whole range: a change of a few tasks looks as small as it is
-    ax1.set(xlabel="RL iteration (0 = after SFT)", ylabel="held-out success (greedy)", title=f"{title}: held-out success")
+    ax1.set(xlabel="RL iteration (0 = after SFT)", ylabel="held-out success (greedy; squares: sampled)", title=f"{title}: held-out success")
     ax2.set(xlabel="RL iteration", ylabel="mean episode reward (sampled)", title=f"{title}: training reward")
     ax1.legend()
     ax2.legend()
