@@ -156,8 +156,9 @@ def format_table(results: dict[str, dict]) -> str:
     rows += [(key, [f"{r[key]:.3g}" for r in results.values()]) for key in ("reward_mean", "turns_mean", "tokens_per_s")]
     rows += [("paired p-value vs first", [f"{r['paired'][names[0]]['p_value']:.3g}" if names[0] in r.get("paired", {})
                                            else "-" for r in results.values()])] if len(names) > 1 else []
-    width = max(len(_label(n)) for n in names + ["x" * 22]) + 2
-    head = f"{'metric':28s}" + "".join(f"{_label(n):>{width}s}" for n in names)
+    labels = _column_labels(names)
+    width = max(len(label) for label in [*labels.values(), "x" * 22]) + 2
+    head = f"{'metric':28s}" + "".join(f"{labels[n]:>{width}s}" for n in names)
     return "\n".join([head] + [f"{k:28s}" + "".join(f"{v:>{width}s}" for v in vals) for k, vals in rows])
 
 
@@ -166,19 +167,39 @@ def _file_labels(names: list[str]) -> dict[str, str]:
     directories ("checkpoints" left out) joined in front where two models would otherwise share
     one (runs/a/checkpoints/iter_6 and runs/b/checkpoints/iter_6: a_iter_6, b_iter_6), so that no
     report overwrites another."""
+    return _unique_labels(names, "_", lambda n: 1)
+
+
+def _column_labels(names: list[str]) -> dict[str, str]:
+    """Each model's column in the console table and the transcript page: ``_label``, with more
+    parent directories where two models would otherwise share a column
+    (runs/s/seed0/grpo/checkpoints/iter_6 and .../seed2/...: seed0/grpo/iter_6, seed2/grpo/iter_6)."""
+    return _unique_labels(names, "/", lambda n: 2 if Path(n).parent.name == "checkpoints" else 1)
+
+
+def _unique_labels(names: list[str], sep: str, first_depth) -> dict[str, str]:
+    """Labels of the last ``first_depth(name)`` path parts ("checkpoints" left out; "none" is
+    "base"), a part more for every label two names still share."""
     parts = {n: ["base"] if n == "none" else [p for p in reversed(Path(n).resolve().parts) if p not in ("checkpoints", "/")]
              for n in names}
-    labels = {n: p[0] for n, p in parts.items()}
-    depth = 1
-    while len(set(labels.values())) < len(labels) and depth < max(map(len, parts.values())):
-        depth += 1
-        clash = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
-        labels = {n: "_".join(reversed(parts[n][:depth])) if labels[n] in clash else labels[n] for n in names}
-    return labels
+    depth = {n: min(first_depth(n), len(parts[n])) for n in names}
+
+    def labels():
+        return {n: sep.join(reversed(parts[n][:depth[n]])) for n in names}
+
+    current = labels()
+    while True:
+        values = list(current.values())
+        clash = [n for n in names if values.count(current[n]) > 1 and depth[n] < len(parts[n])]
+        if not clash:
+            return current
+        for n in clash:
+            depth[n] += 1
+        current = labels()
 
 
 def _label(name: str) -> str:
-    """A short column name: "base", or the checkpoint's run and directory (runs/x/checkpoints/iter_10 -> x/iter_10)."""
+    """A short name for one model: "base", or the checkpoint's run and directory (runs/x/checkpoints/iter_10 -> x/iter_10)."""
     if name == "none":
         return "base"
     path = Path(name)
@@ -403,7 +424,7 @@ def run_evaluation(config) -> dict[str, dict]:
     if results:
         print(format_table(results))
         page = _report_path(names[0], config).with_suffix(".html")
-        write_page(page, played, f"lorarl evaluation: {config.env.id}", {n: _label(n) for n in names},
+        write_page(page, played, f"lorarl evaluation: {config.env.id}", _column_labels(names),
                    _summary_rows(results))
         print(f"transcripts: {page}")
     return results
@@ -420,7 +441,7 @@ def _summary_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
             cells.append(f"{value:.3f} [{lo:.2f}, {hi:.2f}]")
         rows.append((f"{key} (95% CI)", cells))
     if len(names) > 1:
-        rows.append((f"paired test vs {_label(names[0])}", [
+        rows.append((f"paired test vs {_column_labels(names)[names[0]]}", [
             "-" if n == names[0] else f"{r['paired'][names[0]]['test']}: p={r['paired'][names[0]]['p_value']:.3g}"
             for n, r in results.items()]))
     return rows

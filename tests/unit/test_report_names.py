@@ -19,3 +19,18 @@ def test_models_sharing_a_directory_name_get_their_own_reports(tmp_path):
     # distinct names stay as they were
     cfg = config("runs/x/checkpoints/iter_000004", ["runs/y/checkpoints/iter_000008"], str(tmp_path))
     assert _report_path("runs/x/checkpoints/iter_000004", cfg).name == "iter_000004_DBBench-v0.json"
+
+
+def test_console_columns_of_models_sharing_a_directory_name_differ():
+    from lorarl.evaluation import _column_labels, format_table
+    from lorarl.rewards import OUTCOMES
+
+    a, b = "runs/study/seed0/grpo/checkpoints/iter_000006", "runs/study/seed2/grpo/checkpoints/iter_000006"
+    labels = _column_labels([a, b, "none", "runs/x/checkpoints/iter_000004", "runs/merged"])
+    assert labels == {a: "seed0/grpo/iter_000006", b: "seed2/grpo/iter_000006", "none": "base",
+                      "runs/x/checkpoints/iter_000004": "x/iter_000004", "runs/merged": "merged"}
+    result = {"success_rate": 0.5, "confidence": {"intervals": {"success_rate": (0.2, 0.8)}, "k": 1},
+              "reward_mean": 0.0, "turns_mean": 1.0, "tokens_per_s": 1.0,
+              **{f"outcome/{o}": 0.0 for o in OUTCOMES}}
+    head = format_table({a: result, b: result}).splitlines()[0]
+    assert "seed0/grpo/iter_000006" in head and "seed2/grpo/iter_000006" in head
