@@ -57,7 +57,10 @@ def main(cfg: DictConfig) -> None:
             discard_run_dir(run_dir)
         sys.exit(f"config error: {e}")
     except CheckpointError as e:
-        sys.exit(f"checkpoint save failed: {e}")
+        from lorarl.ranks import lost_process
+
+        # a rank lost during a save's collective surfaces here: name the rank, not the save
+        sys.exit(lost_process(e, run_dir) or f"checkpoint save failed: {e}")
     except Exception as e:  # noqa: BLE001  a full disk or a lost rank is one line; anything else is a bug to show
         from lorarl.ranks import lost_process
 
