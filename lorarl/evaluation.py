@@ -171,7 +171,8 @@ def _file_labels(names: list[str]) -> dict[str, str]:
 
 
 def _column_labels(names: list[str]) -> dict[str, str]:
-    """Each model's column in the console table and the transcript page: ``_label``, with more
+    """Each model's column in the console table and the transcript page: "base", the directory's
+    name, or for a checkpoint its run and directory (runs/x/checkpoints/iter_10: x/iter_10), with more
     parent directories where two models would otherwise share a column
     (runs/s/seed0/grpo/checkpoints/iter_6 and .../seed2/...: seed0/grpo/iter_6, seed2/grpo/iter_6)."""
     return _unique_labels(names, "/", lambda n: 2 if Path(n).parent.name == "checkpoints" else 1)
@@ -199,11 +200,8 @@ def _unique_labels(names: list[str], sep: str, first_depth) -> dict[str, str]:
 
 
 def _label(name: str) -> str:
-    """A short name for one model: "base", or the checkpoint's run and directory (runs/x/checkpoints/iter_10 -> x/iter_10)."""
-    if name == "none":
-        return "base"
-    path = Path(name)
-    return f"{path.parent.parent.name}/{path.name}" if path.parent.name == "checkpoints" else path.name or name
+    """A short name for one model (progress lines): its column label when evaluated alone."""
+    return _column_labels([name])[name]
 
 
 # ---- evaluate.py -------------------------------------------------------------------------------
