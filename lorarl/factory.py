@@ -241,6 +241,7 @@ def build_run(config: TrainConfig, run_dir: str | Path):
     strategy, plan = _strategy(config)
     check_lora_first(config.model)
     resume_from = resume_path(config.resume, run_dir / "checkpoints")
+    replayed = _transcripts(config.sft.data) if config.sft.replay_coef > 0 else None  # a bad file fails before the model loads
     model, tok, lm, base_path = _seeded_base(config, run_dir, env_corpus(config.env))
     policy = build_policy(lm, model, base_path, spec.uses_critic, alg.kl_coef > 0)
     env = config.env
@@ -252,7 +253,8 @@ def build_run(config: TrainConfig, run_dir: str | Path):
         transcripts_every=tr.transcripts_every, transcripts_count=tr.transcripts_count,
         micro_batch_tokens=tr.micro_batch_tokens, share_prefixes=tr.share_prefixes,
     )
-    module = RLModule(policy, collector, spec, alg.optim, loop, plan)
+    replay = _replay(config, tok, replayed) if replayed is not None else None
+    module = RLModule(policy, collector, spec, alg.optim, loop, plan, replay)
     callbacks = [AdapterCheckpoint(run_dir / "checkpoints", tr.checkpoint_every, tr.keep_last, tok)]
     if tr.eval_every:
         greedy = replace(alg.sampling, greedy=True)
@@ -263,15 +265,33 @@ def build_run(config: TrainConfig, run_dir: str | Path):
     return build_trainer(config, run_dir, strategy, callbacks, resume_from), module, resume_from
 
 
-def build_sft_run(config: TrainConfig, run_dir: Path):
-    """Supervised fine-tuning on transcripts (``lorarl.sft``), saving the same adapter checkpoints."""
-    from lorarl import sft, transcripts
-    from lorarl.rollout import ChatFramer
+def _transcripts(path: str) -> list:
+    from lorarl import transcripts
 
     try:
-        data = transcripts.read(config.sft.data)
+        return transcripts.read(path)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"sft.data={config.sft.data!r}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"sft.data={path!r}: {str(e).splitlines()[0]}") from None
+
+
+def _replay(config: TrainConfig, tok, data: list):
+    """Every transcript of sft.data (``data``), encoded as SFT encodes them, to replay beside RL."""
+    from lorarl import sft
+    from lorarl.rollout import ChatFramer
+
+    framer = ChatFramer(tok, config.env.system_prompt)
+    items = sft.Transcripts([sft.encode(m, p, framer, config.sft.max_tokens) for m, p in data])
+    if not len(items):
+        raise ConfigError(f"sft.data={config.sft.data!r}: no transcript with an assistant turn to replay")
+    return sft.Replay(items, config.sft.replay_batch, config.sft.replay_coef, tok.pad_token_id)
+
+
+def build_sft_run(config: TrainConfig, run_dir: Path):
+    """Supervised fine-tuning on transcripts (``lorarl.sft``), saving the same adapter checkpoints."""
+    from lorarl import sft
+    from lorarl.rollout import ChatFramer
+
+    data = _transcripts(config.sft.data)
     strategy, plan = _strategy(config)
     check_lora_first(config.model)
     resume_from = resume_path(config.resume, run_dir / "checkpoints")

@@ -29,6 +29,7 @@ from lorarl.metrics import episode_metrics, log_synced, prefixed
 from lorarl.packing import CostModel
 from lorarl.policy import Policy
 from lorarl.rollout import Episode, RolloutCollector, format_transcript
+from lorarl.sft import Replay
 from lorarl.sharding import ShardingPlan, max_over_ranks
 from lorarl.transcript_page import write_page
 
@@ -59,8 +60,9 @@ class _Iterations(Dataset):
 
 class RLModule(L.LightningModule):
     def __init__(self, policy: Policy, collector: RolloutCollector, spec: ppo.PPOSpec, optim: ppo.OptimSpec,
-                 loop: LoopSpec, sharding: ShardingPlan | None = None):
+                 loop: LoopSpec, sharding: ShardingPlan | None = None, replay: Replay | None = None):
         super().__init__()
+        self.replay = replay  # SFT transcripts trained on beside RL (sft.replay_coef), or None
         self.policy, self.collector = policy, collector
         self.spec, self.optim, self.loop = spec, optim, loop
         self.sharding = sharding or ShardingPlan()
@@ -95,7 +97,8 @@ class RLModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         iteration = self.current_epoch
         # Sampling depends only on (seed, iteration, rank): a resumed run replays exactly.
-        torch.manual_seed(self.loop.seed * 1_000_003 + iteration * 1009 + self.global_rank)
+        seed = self.loop.seed * 1_000_003 + iteration * 1009 + self.global_rank
+        torch.manual_seed(seed)
         t0 = time.perf_counter()
         episodes = self._collect(iteration)
         rollout_s = time.perf_counter() - t0
@@ -111,8 +114,9 @@ class RLModule(L.LightningModule):
                                               self.batching, self.check, self.mean_over_ranks)
             self.policy.train()
             t1 = time.perf_counter()
+            replay = self.replay.sampler(seed, self.device) if self.replay else None
             train_stats, train_tokens = ppo.update(self.policy, data, targets, self.spec, temperature, self.batching,
-                                                   self._backward, self._step, self.check)
+                                                   self._backward, self._step, self.check, replay)
             trained.update({**prep_stats, **train_stats,
                             "perf/train_tokens_per_s": train_tokens / max(time.perf_counter() - t1, 1e-9)})
         stats = {**prefixed("rollout", episode_metrics(episodes)), **trained,

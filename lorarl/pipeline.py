@@ -37,7 +37,7 @@ def warmstart(config: TrainConfig, run_dir: Path) -> dict:
     before = held_out_success(config, sft_adapter)
     say([f"held-out success after SFT: {before:.3f} ({config.trainer.eval_samples} tasks); now RL"])
     lora = replace(config.model.lora, lora_path=str(sft_adapter))
-    rl_config = replace(config, stage="rl", model=replace(config.model, lora=lora))
+    rl_config = replace(sft_config, stage="rl", model=replace(config.model, lora=lora))  # sft.data: for sft.replay_coef
     trainer, module, resume = build_run(rl_config, run_dir / "rl")
     trainer.fit(module, ckpt_path=resume)
     rl_adapter = _newest(run_dir / "rl")

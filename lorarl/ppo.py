@@ -254,18 +254,22 @@ def minibatch_update(policy, mb: RolloutBatch, t: Targets, spec: PPOSpec, temper
 
 def update(policy, batch: RolloutBatch, targets: Targets, spec: PPOSpec, temperature: float, batching: Batching,
            backward: Callable[[torch.Tensor, bool], None], step: Callable[[], dict[str, float]],
-           check=None) -> tuple[dict[str, float], int]:
+           check=None, replay: Optional[Callable] = None) -> tuple[dict[str, float], int]:
     """``ppo_epochs`` shuffled passes of minibatch updates. ``backward(loss, last)`` backpropagates
     a micro-batch (``last``: the minibatch's last); ``step()`` clips and steps the optimizer and returns stats of its own (the
-    gradient norm). Returns (mean stats, tokens processed)."""
+    gradient norm). ``replay(policy, batching, backward)`` (``sft.Replay``) adds a supervised loss's
+    gradients to each step, before the minibatch's own (so that the last backward, where DDP
+    all-reduces, is still the minibatch's last). Returns (mean stats, tokens processed)."""
     sums: Counter = Counter()
     steps = tokens = 0
     for _ in range(spec.ppo_epochs):
         perm = torch.randperm(len(batch), device=batch.input_ids.device)
         for idx in perm.split(spec.minibatch_size):
             mb = batch.select(idx)
+            extra = replay(policy, batching, lambda loss: backward(loss, False)) if replay else {}
             stats = minibatch_update(policy, mb, targets.rows(idx, mb.input_ids.shape[1]), spec, temperature,
                                      batching, backward, check)
+            stats.update(extra)
             stats.update(step())
             sums.update({k: float(v) for k, v in stats.items()})
             steps += 1

@@ -101,6 +101,8 @@ class SFTConfig:
     lr: float  # AdamW learning rate of the supervised stage
     oracle_episodes: int  # stage=warmstart without data: oracle transcripts made from the env
     oracle_first_seed: int  # their first task seed
+    replay_coef: float  # RL stages: weight of the SFT loss on sft.data beside RL's, per optimizer step (0: off)
+    replay_batch: int  # transcripts of that loss per optimizer step
 
 
 @dataclass
@@ -213,7 +215,11 @@ def validate(c: TrainConfig) -> None:
     _positive("strategy", c.strategy, "collective_timeout_s")
     _choice("precision.name", c.precision.name, PRECISIONS)
     _positive("precision", c.precision, "logprob_tolerance")
-    _positive("sft", c.sft, "epochs", "batch_size", "max_tokens", "lr", "oracle_episodes")
+    _positive("sft", c.sft, "epochs", "batch_size", "max_tokens", "lr", "oracle_episodes", "replay_batch")
+    _positive("sft", c.sft, "replay_coef", zero_ok=True)
+    replaying = c.stage != "sft" and c.sft.replay_coef > 0
+    _need(not replaying or c.stage == "warmstart" or bool(c.sft.data), "sft.replay_coef", c.sft.replay_coef,
+          "needs sft.data (the transcripts to replay beside RL)")
     _need(0 <= c.sft.holdout < 1, "sft.holdout", c.sft.holdout, "must be in [0, 1)")
     _need(c.stage != "sft" or bool(c.sft.data), "sft.data", c.sft.data, "stage=sft needs a transcripts file")
     lora = c.model.lora
@@ -226,7 +232,7 @@ def validate(c: TrainConfig) -> None:
         _need(budget >= c.algorithm.sampling.max_context_tokens, "trainer.micro_batch_tokens", budget,
               f"must be >= algorithm.sampling.max_context_tokens={c.algorithm.sampling.max_context_tokens} "
               "(an episode is never split)")
-    if c.stage != "rl":
+    if c.stage != "rl" or replaying:
         _need(budget >= c.sft.max_tokens, "trainer.micro_batch_tokens", budget,
               f"must be >= sft.max_tokens={c.sft.max_tokens} (a transcript is never split)")
     if not c.model.path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -84,6 +85,58 @@ def split(messages: list, holdout: float, seed: int):
     return [messages[i] for i in order[n_out:]], [messages[i] for i in order[:n_out]]
 
 
+def assistant_nll(policy, batching: Batching, batch, backward=None, scale: float = 1.0) -> torch.Tensor:
+    """``scale`` x the mean cross-entropy over a collated batch's assistant tokens, a micro-batch at
+    a time; ``backward(loss, last)`` runs on each micro-batch's share as soon as it is computed (its
+    activations freed before the next). Returns the (detached) loss."""
+    ids, attn, loss_mask = batch
+    loss_mask = loss_mask.clone()
+    loss_mask[:, 0] = False  # t = 0 has no prediction
+    total = max(int(loss_mask.sum()), 1)
+    micros = batching.split(ids, attn)
+    loss = torch.zeros((), device=ids.device)
+    for k, mb in enumerate(micros):
+        if mb is None:  # another rank has more micro-batches: a forward (and backward) that changes nothing
+            mb, wanted = filler(ids)
+            part = policy.packed(mb, wanted, mb.input_ids).logprobs.sum() * 0.0
+        else:
+            wanted = loss_mask[mb.episodes]
+            part = -policy.packed(mb, wanted, ids[mb.episodes]).logprobs.sum() / total
+            part = part * scale if scale != 1.0 else part
+        if backward is not None:
+            backward(part, k == len(micros) - 1)
+        loss = loss + part.detach()
+    return loss
+
+
+@dataclass
+class Replay:
+    """SFT beside RL (``sft.replay_coef``, PPO-ptx in InstructGPT's terms): every RL optimizer step
+    also follows ``coef`` x the mean cross-entropy of ``batch_size`` transcripts drawn from
+    ``items``. RL's gradient comes from the few tasks an iteration draws; the skills the warm start
+    taught that those tasks do not exercise are held only by the KL term, and GRPO from a strong
+    SFT adapter overwrote them (docs/learning.md). The replayed transcripts keep a gradient on them."""
+
+    items: Transcripts
+    batch_size: int
+    coef: float
+    pad_id: int
+
+    def sampler(self, seed: int, device) -> Callable:
+        """``step(policy, batching, backward) -> stats``: one optimizer step's replay loss, each
+        micro-batch's share backpropagated through ``backward(loss)``. The draws depend only on
+        ``seed`` (the run's seed, iteration and rank): a resumed run replays the same transcripts."""
+        rng = random.Random(seed)
+        pack = collate(self.pad_id)
+
+        def step(policy, batching, backward) -> dict[str, float]:
+            picked = rng.sample(range(len(self.items)), min(self.batch_size, len(self.items)))
+            batch = tuple(t.to(device) for t in pack([self.items[i] for i in picked]))
+            loss = assistant_nll(policy, batching, batch, lambda part, last: backward(part), self.coef)
+            return {"train/replay_loss": float(loss) / self.coef}
+        return step
+
+
 class SFTModule(L.LightningModule):
     """Cross-entropy on assistant tokens. Exposes ``policy``, ``sharding``, ``last_stats`` and
     ``last_episodes`` like ``RLModule``, so the same checkpoint callback saves its adapter."""
@@ -117,25 +170,7 @@ class SFTModule(L.LightningModule):
         return DataLoader(self.val_set, batch_size=self.spec.batch_size, collate_fn=collate(self.pad_id))
 
     def _loss(self, batch, backward=None) -> torch.Tensor:
-        """Mean cross-entropy over the batch's assistant tokens, a micro-batch at a time;
-        ``backward(loss, last)`` runs on each micro-batch's share as soon as it is computed."""
-        ids, attn, loss_mask = batch
-        loss_mask = loss_mask.clone()
-        loss_mask[:, 0] = False  # t = 0 has no prediction
-        total = max(int(loss_mask.sum()), 1)
-        micros = self.batching.split(ids, attn)
-        loss = torch.zeros((), device=ids.device)
-        for k, mb in enumerate(micros):
-            if mb is None:  # another rank has more micro-batches: a forward (and backward) that changes nothing
-                mb, wanted = filler(ids)
-                part = self.policy.packed(mb, wanted, mb.input_ids).logprobs.sum() * 0.0
-            else:
-                wanted = loss_mask[mb.episodes]
-                part = -self.policy.packed(mb, wanted, ids[mb.episodes]).logprobs.sum() / total
-            if backward is not None:
-                backward(part, k == len(micros) - 1)
-            loss = loss + part.detach()
-        return loss
+        return assistant_nll(self.policy, self.batching, batch, backward)
 
     def _backward(self, loss: torch.Tensor, last: bool) -> None:
         self.sharding.before_backward(self, last)

@@ -69,6 +69,8 @@ class IterationLog(L.Callback):
         kl = next((f" kl={v:.4f}" for k, v in s.items() if k.startswith("rollout/kl_to_base")), "")
         if "train/informative_share" in s:  # skip_uniform_groups: the share of episodes trained on, or no update
             kl += f" trained={s['train/informative_share']:.2f}" if "train/loss" in s else " no-update(equal-rewards)"
+        if "train/replay_loss" in s:  # sft.replay_coef: does the policy still fit the SFT transcripts?
+            kl += f" replay_loss={s['train/replay_loss']:.4f}"
         self.lines.info("iteration %d/%d reward=%s success=%s %s%s entropy=%s %.1fs", done, self.iterations,
                         _fmt(s, "rollout/reward_mean"), _fmt(s, "rollout/success_rate"), outcomes, kl,
                         _fmt(s, "train/entropy"), s.get("perf/iteration_s", float("nan")))

@@ -5,6 +5,7 @@ import json
 import sys
 
 import gymnasium as gym
+import pytest
 import torch
 
 import envs  # noqa: F401
@@ -35,7 +36,18 @@ def test_sft_on_oracle_transcripts_lowers_the_loss_and_saves_a_peft_adapter(tmp_
     assert PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(ckpt)) is not None
     stats = json.loads((ckpt / "training_stats.json").read_text())
     assert "sft/val_loss" in stats["metrics"]
-    # RL from this adapter: test_train.py's learning demo (stage=warmstart runs these same two steps)
+    # RL from this adapter with the transcripts replayed beside it (sft.replay_coef); test_train.py's
+    # learning demo runs RL from an SFT adapter without replay (stage=warmstart, these same two steps)
+    rl = tmp_path / "rl"
+    proc = run_train(["stage=rl", "env=target_word", "algorithm=grpo", f"model.lora.lora_path={ckpt}", f"sft.data={data}",
+                      "sft.replay_coef=1", "trainer.iterations=2", "trainer.eval_every=0", "trainer.checkpoint_every=2",
+                      "trainer.progress_bar=false", f"hydra.run.dir={rl}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    replayed = [float(line.split("replay_loss=")[1].split()[0]) for line in (rl / "train.log").read_text().splitlines()
+                if "replay_loss=" in line]
+    assert len(replayed) == 2 and max(replayed) < losses[0] / 4, (replayed, losses)  # the adapter fits them already
+    metrics = json.loads((rl / "checkpoints/iter_000002/training_stats.json").read_text())["metrics"]
+    assert metrics["train/replay_loss"] == pytest.approx(replayed[-1], abs=1e-4)
 
 
 class ReplayPolicy(torch.nn.Module):

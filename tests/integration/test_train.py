@@ -259,8 +259,10 @@ def test_shell_env_trains_end_to_end_and_bad_env_kwargs_are_one_line(tmp_path):
 
 @pytest.mark.slow  # the same pipeline as the learning demo below, on db_bench with a BPE tokenizer
 def test_one_command_warm_start_runs_sft_then_rl_and_reports_held_out_success(tmp_path):
-    """experiment=db_count_warmstart, shrunk: oracle transcripts, SFT, RL from its adapter."""
+    """experiment=db_count_warmstart, shrunk: oracle transcripts, SFT, RL from its adapter, which
+    replays the oracle transcripts beside RL (sft.replay_coef: the generated file is its sft.data)."""
     proc = run_train(["experiment=db_count_warmstart", "sft.oracle_episodes=48", "sft.epochs=1", "trainer.iterations=2",
+                      "sft.replay_coef=1",
                       "trainer.eval_every=0", "trainer.eval_samples=8", "algorithm.envs_per_rank=8",
                       "trainer.progress_bar=false", f"hydra.run.dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -274,6 +276,7 @@ def test_one_command_warm_start_runs_sft_then_rl_and_reports_held_out_success(tm
     assert any(ln.startswith("held-out success: ") and "after SFT ->" in ln and "after 2 RL iterations" in ln
                for ln in lines), proc.stdout[-2000:]
     assert f"python evaluate.py adapter={rl}" in proc.stdout
+    assert "train/replay_loss" in json.loads((rl / "training_stats.json").read_text())["metrics"]
 
 
 def test_the_learning_demo_raises_held_out_success(tmp_path):

@@ -102,6 +102,10 @@ CASES = [  # (overrides, the key the one-line message must name)
     ("stage=foo", "stage"),
     ("stage=sft", "sft.data"),
     ("sft.holdout=1", "sft.holdout"),
+    ("sft.replay_coef=0.5", "sft.replay_coef"),  # RL with replay needs the transcripts
+    ("sft.replay_coef=-1", "sft.replay_coef"),
+    ("sft.replay_batch=0", "sft.replay_batch"),
+    ("sft.replay_coef=1 sft.data={bad}/absent.jsonl", "sft.data"),  # refused before the model loads
     ("env.kwargs.source=agentbench env.kwargs.path={bad}/db_missing.jsonl", "missing field 'table.table_info'"),
     ("env.kwargs.source=agentbench env.kwargs.path={bad}/db_not_json.jsonl", "not JSON"),
     ("env.kwargs.source=lifelong env.kwargs.path={bad}/db_lifelong_missing.json", "missing field"),
