@@ -394,8 +394,47 @@ def run_evaluation(config) -> dict[str, dict]:
     models = models_to_evaluate(config)
     for name in models:  # every path checked before the first model plays
         _base_path(name, config)
-    for name in models if config.mode != "merge" else []:
-        _writable(_report_path(name, config).parent)
+    with contextlib.ExitStack() as held:
+        for name in models if config.mode != "merge" else []:
+            _writable(_report_path(name, config).parent)
+            held.enter_context(report_lock(_report_path(name, config)))
+        return _play_and_report(config, spec, models)
+
+
+@contextlib.contextmanager
+def report_lock(report: Path):
+    """Held while an evaluation writes ``report``: a second evaluate.py on the same report would
+    append the same episodes to its ``.partial.jsonl`` a second time and overwrite the report; it
+    stops with a one-line error instead. An flock: the OS releases it when the process dies."""
+    import fcntl
+    import os
+
+    path = report.with_name(report.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EvalError(f"report={report}: another evaluate.py is writing this report now; wait for it to end, "
+                            "or give another report=") from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed the file between our open and our lock: lock the new one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _play_and_report(config, spec: EvalSpec, models: list[str]) -> dict[str, dict]:
+    from lorarl.environments import build_envs
+
     envs = build_envs(config.env, min(config.batch_size, config.num_samples * config.num_samples_per_task))
     results, played = {}, {}
     try:

@@ -104,8 +104,13 @@ def test_error_cases_are_one_clear_line(trained, tmp_path, defaults):
         ([f"adapter={ckpt}", f"model_path={tmp_path / 'gone'}"], f"error: model_path={tmp_path / 'gone'}: no such directory", ""),
         ([f"adapter={ckpt}", "report=/proc/lorarl/r.json", "baseline=false"], "error: report: cannot write in /proc/lorarl", ""),
         ([f"adapter={warm}"], "warm-start run's directory", f"adapter={warm / 'rl/checkpoints/iter_000004'}"),
+        ([f"adapter={ckpt}", f"report={tmp_path / 'busy.json'}", "baseline=false"], f"error: report={tmp_path / 'busy.json'}",
+         "another evaluate.py is writing this report"),  # held below, as a running evaluate.py holds it
     ]
-    procs = run_all([[str(ROOT / "evaluate.py"), *args, "num_samples=2"] for args, _, _ in cases])
+    from lorarl.evaluation import report_lock
+
+    with report_lock(tmp_path / "busy.json"):
+        procs = run_all([[str(ROOT / "evaluate.py"), *args, "num_samples=2"] for args, _, _ in cases])
     for (args, needle, also), proc in zip(cases, procs):
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert proc.returncode != 0 and lines, (args, proc.stderr[-1500:])

@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from lorarl.evaluation import _report_path
 
 
@@ -34,3 +36,31 @@ def test_console_columns_of_models_sharing_a_directory_name_differ():
               **{f"outcome/{o}": 0.0 for o in OUTCOMES}}
     head = format_table({a: result, b: result}).splitlines()[0]
     assert "seed0/grpo/iter_000006" in head and "seed2/grpo/iter_000006" in head
+
+
+def test_a_report_being_written_is_refused_to_a_second_evaluation_and_freed_after(tmp_path):
+    """Two evaluate.py on one report would both append to its .partial.jsonl: the second stops."""
+    import os
+    import subprocess
+    import sys
+
+    from lorarl.evaluation import EvalError, report_lock
+
+    report = tmp_path / "r.json"
+    with report_lock(report):
+        with pytest.raises(EvalError, match="another evaluate.py is writing this report"):
+            with report_lock(report):
+                pass
+        holder = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+        other = subprocess.run([sys.executable, "-c", holder, str(tmp_path / "r.json.lock")], capture_output=True)
+        assert other.returncode != 0  # another process cannot take it either
+    assert not (tmp_path / "r.json.lock").exists()
+    with report_lock(report):  # free again
+        pass
+    # a process killed while it held the lock leaves the file behind, not the lock (the OS drops it)
+    crashed = tmp_path / "c.json.lock"
+    crashed.touch()
+    assert subprocess.run([sys.executable, "-c", holder + "; os._exit(9)", str(crashed)]).returncode == 9
+    assert os.path.exists(crashed)
+    with report_lock(tmp_path / "c.json"):
+        pass
