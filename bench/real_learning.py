@@ -95,6 +95,10 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
             "--seed", str(first), "--out", str(data)], here / "transcripts.log")
     sft = here / "sft"
     common = [f"experiment={preset}", f"trainer.seed={seed}", "trainer.progress_bar=false"]
+    # the transcripts SFT trained on: RL replays them where the recipe says so (sft.replay_coef)
+    replayed = [f"sft.data={data}"]
+    if args.sft_adapter:
+        replayed = [f"sft.data={Path(args.sft_data).resolve()}"] if args.sft_data else []
     if args.sft_adapter:  # every seed's RL starts from the same SFT adapter: the spread is RL's alone
         sft_adapter, evals = args.sft_adapter, work / "eval"
     else:
@@ -115,7 +119,7 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
         done = run / "DONE"
         if not done.exists():
             sh([sys.executable, "train.py", *common, "stage=rl", f"model.lora.lora_path={sft_adapter}", *extra,
-                f"hydra.run.dir={run}", *args.overrides], here / f"{arm}.log")
+                *replayed, f"hydra.run.dir={run}", *args.overrides], here / f"{arm}.log")
             done.write_text("ok")
         adapter = newest(run)
         # the run's own held-out evaluation at its last iteration (PeriodicEvaluation's report: the
@@ -291,6 +295,8 @@ def main():
     p.add_argument("--shared", default=str(ROOT.parent / "shared/data/agentbench"))
     p.add_argument("--no-agentbench", dest="agentbench", action="store_false")
     p.add_argument("--sft-adapter", default=None, help="one SFT adapter for every seed (skips SFT; seeds vary RL only)")
+    p.add_argument("--sft-data", default=None, help="with --sft-adapter: the transcripts it was trained on, which RL "
+                   "replays where the preset sets sft.replay_coef (smollm2_os); or give sft.replay_coef=0")
     p.add_argument("--samples", type=int, default=0,
                    help="also evaluate every adapter with this many sampled episodes per generated held-out task (pass@k)")
     p.add_argument("--sample-temperature", type=float, default=0.5, help="temperature of those samples (the RL runs' own)")

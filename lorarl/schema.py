@@ -219,7 +219,7 @@ def validate(c: TrainConfig) -> None:
     _positive("sft", c.sft, "replay_coef", zero_ok=True)
     replaying = c.stage != "sft" and c.sft.replay_coef > 0
     _need(not replaying or c.stage == "warmstart" or bool(c.sft.data), "sft.replay_coef", c.sft.replay_coef,
-          "needs sft.data (the transcripts to replay beside RL)")
+          "needs sft.data (the transcripts to replay beside RL), or set sft.replay_coef=0")
     _need(0 <= c.sft.holdout < 1, "sft.holdout", c.sft.holdout, "must be in [0, 1)")
     _need(c.stage != "sft" or bool(c.sft.data), "sft.data", c.sft.data, "stage=sft needs a transcripts file")
     lora = c.model.lora
