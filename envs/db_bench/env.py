@@ -27,7 +27,8 @@ Episode end:
 Arguments:
     source: "generator" (default; seeded single-skill tasks), "agentbench" (dbbench JSONL) or
     "lifelong" (LifelongAgentBench JSON); path: the file for file sources; skills: generator skills
-    to draw from; max_rounds: statements per episode (AgentBench: 15); max_observation_chars (800);
+    to draw from (None: ``generator.SKILLS``; the AgentBench-shaped ``WIDE_SKILLS`` when named, or
+    "wide"; "all": both); max_rounds: statements per episode (AgentBench: 15); max_observation_chars (800);
     query_timeout_s: time budget of one statement; answer_rule: "agentbench" (its exact comparison)
     or "tolerant" (``tasks.answers_match``); prompt_format: "text" or "chat"; limits: ``DBLimits``
     fields (worker memory, database size); names: the generator's table, column and people names,
@@ -52,8 +53,8 @@ class DBBenchEnv(TaskEnv):
                  max_rounds: int = 15, max_observation_chars: int = 800, query_timeout_s: float = 2.0,
                  answer_rule: str = "agentbench", prompt_format: str = "text", limits: dict | None = None,
                  names: str = "plain"):
-        skills = skill_names(skills)
-        check_task_args(source, path, skills, generator.SKILLS, prompt_format)
+        skills = generator.expand_skills(skill_names(skills))
+        check_task_args(source, path, skills, generator.ALL_SKILLS + tuple(generator.GROUPS), prompt_format)
         positive("max_rounds", max_rounds, integer=True)
         positive("max_observation_chars", max_observation_chars, integer=True)
         positive("query_timeout_s", query_timeout_s)

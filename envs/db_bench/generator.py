@@ -19,12 +19,28 @@ on most of AgentBench's questions. "mixed": each task draws one of the two.
 from __future__ import annotations
 
 import random
+from functools import partial
 from decimal import ROUND_HALF_UP, Decimal
 
+from envs.db_bench import wide
 from envs.db_bench.tasks import Task, quote_ident
 
+# The first family: one 4-column table shape, named by ``names``. ``skills=None`` draws from these
+# only, so studies and pinned results keep their tasks.
 SKILLS = ("select", "where", "order_by", "limit", "count", "sum", "avg", "min", "max",
           "group_by", "having", "subquery", "insert", "update", "delete")
+# The AgentBench-shaped family (``wide.py``): wide all-TEXT tables; named as Wikipedia names
+# tables whatever ``names`` says.
+WIDE_SKILLS = wide.SKILLS
+ALL_SKILLS = SKILLS + WIDE_SKILLS
+GROUPS = {"wide": WIDE_SKILLS, "all": ALL_SKILLS}  # names a config may give for a family of skills
+
+
+def expand_skills(skills: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``skills=wide`` or ``[all]``, as the config writes them, into the skills they name."""
+    if skills is None:
+        return None
+    return tuple(dict.fromkeys(s for name in skills for s in GROUPS.get(name, (name,))))
 
 _NAMES = ["Alice", "Bob", "Carol", "David", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory",
           "Niaj", "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Uma", "Victor", "Walter", "Xena", "Yusuf", "Zoe"]
@@ -75,9 +91,13 @@ def generate(seed: int, skills: tuple[str, ...] | list[str] | None = None, names
     check_names(names)
     rng = random.Random(seed)
     skill = rng.choice(list(skills or SKILLS))
-    wiki = names == "wiki" or (names == "mixed" and rng.random() < 0.5)  # plain draws nothing more: its tasks stay
+    if skill in WIDE_SKILLS:
+        draw = wide.draw
+    else:
+        wiki = names == "wiki" or (names == "mixed" and rng.random() < 0.5)  # plain draws nothing more: its tasks stay
+        draw = partial(_draw, wiki=wiki)
     for _ in range(100):
-        task = _draw(rng, skill, wiki)
+        task = draw(rng, skill)
         if task is not None:
             return task
     raise RuntimeError(f"could not draw an unambiguous {skill} task for seed {seed}")

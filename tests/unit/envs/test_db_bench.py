@@ -14,7 +14,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401
-from envs.db_bench.generator import SKILLS, generate
+from envs.db_bench.generator import ALL_SKILLS, SKILLS, WIDE_SKILLS, generate
 from envs.db_bench.oracle import Oracle, repair_sql
 from envs.db_bench.protocol import parse_reply
 from envs.db_bench.tasks import Task, answer_values, answers_match
@@ -140,6 +140,49 @@ def test_plain_names_are_the_tasks_they_always_were_and_mixed_draws_both():
     assert 60 < sum(wiki) < 140
     with pytest.raises(ValueError, match="names"):
         generate(0, names="fancy")
+
+
+def test_oracle_solves_agentbench_shaped_tasks_and_lazy_agents_win_none():
+    """The wide family (``skills=wide``): AgentBench's shapes (4-9 TEXT columns named like
+    ``Tonnage (GRT)``, ``H / A``; INSERTs listing every column), each solvable by executing its SQL,
+    only with its identifiers quoted, and with MySQL's case-insensitive comparison (questions are
+    sometimes lowercase, as WikiSQL's)."""
+    env = gym.make(ID, skills="wide")
+    outcomes, skills, widths, lowercase = Counter(), Counter(), set(), 0
+    for seed in range(240):
+        info = play_oracle(env, seed=seed)
+        outcomes[info["outcome"]] += 1
+        task = env.unwrapped.task
+        skills[task.task_type] += 1
+        widths.add(len(task.columns))
+        assert {t for _, t in task.columns} == {"TEXT"} and task.mysql_text
+        assert f"headers of this table are {','.join(c for c, _ in task.columns)}." in task.prompt
+        lowercase += task.description == task.description.lower()
+        spaced = [c for c, _ in task.columns if " " in c and f"`{c}`" in task.gold_sql]
+        if spaced:  # the same statement with the names bare, as a model copying the header writes it
+            env.reset(seed=seed)
+            bare = task.gold_sql.replace("`", "")
+            assert env.step(op(bare))[0].startswith("Error:"), bare
+        if task.task_type == "lookup":  # the value as a lowercase question spells it still matches
+            env.reset(seed=seed)
+            low = task.gold_sql.split(" WHERE ")[0] + " WHERE " + task.gold_sql.split(" WHERE ")[1].lower()
+            assert env.step(op(low))[0] == repr([(task.label[0],)]), low
+    assert outcomes == {"correct": 240}
+    assert set(skills) == set(WIDE_SKILLS) and min(widths) == 4 and max(widths) == 9
+    assert lowercase > 10
+    assert lazy_wins(env, [{"seed": s} for s in range(60)]) == {n: 0 for n in LAZY}
+
+
+def test_skill_groups_and_the_default_draw():
+    """``skills=None`` keeps the first family's tasks (pinned above); ``wide`` and ``all`` name families."""
+    assert {generate(s).task_type for s in range(300)} == set(SKILLS)
+    env = gym.make(ID, skills=["all"])
+    assert env.unwrapped.skills == ALL_SKILLS
+    types = {env.reset(seed=s)[1]["task_type"] for s in range(400)}
+    assert types == set(ALL_SKILLS)
+    assert gym.make(ID, skills=["wide", "count"]).unwrapped.skills == WIDE_SKILLS + ("count",)
+    with pytest.raises(ValueError, match="unknown skills"):
+        gym.make(ID, skills=["widest"])
 
 
 def test_generator_answers_come_from_python_not_sql():
@@ -520,6 +563,27 @@ def test_no_constant_answer_wins_more_than_1_in_7_tasks_of_any_skill():
         if total:
             wins = sum(c.most_common(1)[0][1] for c in by_template.values())
             assert wins / total <= 1 / 7, (skill, wins / total, [c.most_common(2) for c in by_template.values()])
+
+
+def test_no_constant_answer_per_asked_column_wins_agentbench_shaped_questions():
+    """The wide family's questions, grouped by what they ask (skill, table theme, asked column):
+    the most common answer of each group must not win more than 1 in 7 of them."""
+    import re
+
+    groups: dict[tuple, Counter] = {}
+    for seed in range(4000):
+        task = generate(seed, WIDE_SKILLS)
+        if task.kind == "select":
+            asked = re.match(r"SELECT (`[^`]*`|COUNT\(\*\))", task.gold_sql).group(1)
+            theme = task.add_description.split(",")[0] if task.task_type != "count_rows" else ""  # drawn, not found
+            key = (task.task_type, theme, asked)
+            groups.setdefault(key, Counter())[tuple(map(str, task.label))] += 1
+    total = sum(sum(c.values()) for c in groups.values())
+    wins = sum(c.most_common(1)[0][1] for c in groups.values() if sum(c.values()) >= 10)
+    big = sum(sum(c.values()) for c in groups.values() if sum(c.values()) >= 10)
+    assert total > 1800 and big > 800
+    assert wins / big <= 1 / 7, sorted(((c.most_common(1)[0][1] / sum(c.values()), k) for k, c in groups.items()
+                                        if sum(c.values()) >= 10), reverse=True)[:5]
 
 
 def test_the_final_info_says_what_was_expected_and_only_at_the_end():
