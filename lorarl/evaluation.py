@@ -396,8 +396,9 @@ def run_evaluation(config) -> dict[str, dict]:
         _base_path(name, config)
     with contextlib.ExitStack() as held:
         for name in models if config.mode != "merge" else []:
-            _writable(_report_path(name, config).parent)
-            held.enter_context(report_lock(_report_path(name, config)))
+            report = _report_path(name, config)
+            _writable(report.parent)
+            held.enter_context(report_lock(report))
         return _play_and_report(config, spec, models)
 
 

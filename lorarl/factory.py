@@ -280,7 +280,7 @@ def _replay(config: TrainConfig, tok, data: list):
     from lorarl.rollout import ChatFramer
 
     framer = ChatFramer(tok, config.env.system_prompt)
-    items = sft.Transcripts([sft.encode(m, p, framer, config.sft.max_tokens) for m, p in data])
+    items = sft.Transcripts.encode(data, framer, config.sft.max_tokens)
     if not len(items):
         raise ConfigError(f"sft.data={config.sft.data!r}: no transcript with an assistant turn to replay")
     return sft.Replay(items, config.sft.replay_batch, config.sft.replay_coef, tok.pad_token_id)
@@ -302,7 +302,7 @@ def build_sft_run(config: TrainConfig, run_dir: Path):
     spec = sft.SFTSpec(config.sft.epochs, config.sft.batch_size, config.sft.max_tokens, config.sft.holdout,
                        config.trainer.seed)
     train, val = sft.split(data, spec.holdout, spec.seed)
-    encode = lambda part: sft.Transcripts([sft.encode(m, p, framer, spec.max_tokens) for m, p in part])  # noqa: E731
+    encode = lambda part: sft.Transcripts.encode(part, framer, spec.max_tokens)  # noqa: E731
     optim = replace(config.algorithm.optim, lr=config.sft.lr)
     module = sft.SFTModule(policy, encode(train), encode(val), spec, optim, tok.pad_token_id, plan,
                            config.trainer.micro_batch_tokens, config.trainer.share_prefixes)

@@ -56,6 +56,11 @@ class Transcripts(Dataset):
     def __init__(self, encoded: list[tuple[list[int], list[bool]]]):
         self.items = [e for e in encoded if any(e[1])]  # cut so far that nothing is left to learn: dropped
 
+    @classmethod
+    def encode(cls, data: list[tuple[list[dict], int]], framer: ChatFramer, max_tokens: int) -> "Transcripts":
+        """(messages, prompt_turns) pairs as read from a transcripts file, each ``encode``d."""
+        return cls([encode(m, p, framer, max_tokens) for m, p in data])
+
     def __len__(self) -> int:
         return len(self.items)
 
