@@ -180,6 +180,13 @@ def bootstrap_cells(mine: dict[int, float], theirs: dict[int, float]) -> tuple[s
     return f"{boot['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]", f"{boot['p_value']:.3g}"
 
 
+ARM_LABEL = ["SFT + {arm}"]  # --arm-label: what the tables and the plot call an RL arm
+
+
+def label(arm: str) -> str:
+    return ARM_LABEL[0].format(arm=arm.upper())
+
+
 def summarize(results: list[dict], base: dict, key: str) -> list[dict]:
     """Rows: base, SFT, each arm; success over seeds, pooled Wilson interval, McNemar vs SFT pooled."""
     sys.path[:0] = [str(ROOT)]
@@ -204,7 +211,7 @@ def summarize(results: list[dict], base: dict, key: str) -> list[dict]:
     sft = [r["sft"][key] for r in results]
     row("SFT only (control)", sft, None)
     for arm in results[0]["arms"]:
-        row(f"SFT + {arm.upper()}", [r["arms"][arm][key] for r in results], sft)
+        row(label(arm), [r["arms"][arm][key] for r in results], sft)
     return rows
 
 
@@ -236,7 +243,7 @@ def summarize_sampled(results: list[dict], k: int) -> list[dict]:
     sft = [r["sft"]["k"] for r in results]
     control = rates_over_seeds(sft)
     return [row("SFT only (control)", sft, None),
-            *[row(f"SFT + {a.upper()}", [r["arms"][a]["k"] for r in results], control) for a in results[0]["arms"]]]
+            *[row(label(a), [r["arms"][a]["k"] for r in results], control) for a in results[0]["arms"]]]
 
 
 def per_skill(results: list[dict]) -> list[dict]:
@@ -261,7 +268,7 @@ def plot(results: list[dict], sft_rate: float, path: Path, title: str) -> None:
         xs = [0, *steps]
         ys = [[r["sft"]["gen"]["metrics"]["success_rate"] for r in results],
               *[[r["arms"][arm]["curve"]["eval"].get(s, float("nan")) for r in results] for s in steps]]
-        line, = ax1.plot(xs, [statistics.mean(y) for y in ys], marker="o", label=f"SFT + {arm.upper()}")
+        line, = ax1.plot(xs, [statistics.mean(y) for y in ys], marker="o", label=label(arm))
         ax1.fill_between(xs, [min(y) for y in ys], [max(y) for y in ys], alpha=0.15, color=line.get_color())
         if all("k" in r["arms"][arm] for r in results):  # --samples: the final adapters' sampled pass@1 against SFT's
             ys = [[r["sft"]["k"]["confidence"]["pass@1"] for r in results],
@@ -269,7 +276,7 @@ def plot(results: list[dict], sft_rate: float, path: Path, title: str) -> None:
             mid = [statistics.mean(y) for y in ys]
             ax1.errorbar([0, results[0]["arms"][arm]["iteration"]], mid, fmt="s:", color=line.get_color(), capsize=4,
                          yerr=[[m - min(y) for m, y in zip(mid, ys)], [max(y) - m for m, y in zip(mid, ys)]],
-                         label=f"SFT + {arm.upper()}, sampled pass@1 (iteration 0: SFT's)")
+                         label=f"{label(arm)}, sampled pass@1 (iteration 0: SFT's)")
         rew = sorted(results[0]["arms"][arm]["curve"].get("reward", {}))
         ax2.plot(rew, [statistics.mean(r["arms"][arm]["curve"]["reward"].get(s, float("nan")) for r in results) for s in rew],
                  label=arm.upper(), color=line.get_color())
@@ -301,8 +308,11 @@ def main():
                    help="also evaluate every adapter with this many sampled episodes per generated held-out task (pass@k)")
     p.add_argument("--sample-temperature", type=float, default=0.5, help="temperature of those samples (the RL runs' own)")
     p.add_argument("--png", default=None)
+    p.add_argument("--arm-label", default=ARM_LABEL[0],
+                   help="what tables and the plot call an RL arm, {arm} its name (e.g. 'SFT + {arm} + replay')")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
     args = p.parse_args()
+    ARM_LABEL[0] = args.arm_label
     args.arms = args.arms.split(",")
     args.sft_adapter = args.sft_adapter and str(Path(args.sft_adapter).resolve())
     work = Path(args.work or ROOT / "runs" / f"study_{args.env}").resolve()
