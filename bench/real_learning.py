@@ -63,19 +63,31 @@ def evaluate(adapter: str, report: Path, env: str, shared: Path, args, agentbenc
             path, n = AGENTBENCH[env]
             cmd += ["env.kwargs.source=agentbench", f"env.kwargs.path={shared / path}", "by_task_index=true",
                     f"num_samples={n}"]
-        else:
-            cmd += [f"num_samples={args.tasks}", f"seed={HELD_OUT_SEED}"]
+        else:  # the generated tasks RL trained on (its env.kwargs overrides: skills, names), other seeds
+            cmd += [f"num_samples={args.tasks}", f"seed={HELD_OUT_SEED}",
+                    *(o for o in args.overrides if o.startswith("env.kwargs."))]
         sh(cmd, report.with_suffix(".log"))
     return json.loads(report.read_text())
 
 
-def sampled(adapter: str, report_dir: Path, name: str, env: str, shared: Path, args) -> dict:
-    """``--samples`` episodes per generated held-out task, sampled at ``--sample-temperature`` (the
-    policy RL trains, where greedy decoding shows only its mode): pass@1, pass@k and per-task rates."""
+def sampled(adapter: str, report_dir: Path, name: str, env: str, shared: Path, args, agentbench: bool = False) -> dict:
+    """``--samples`` episodes per held-out task (generated, or AgentBench's), sampled at
+    ``--sample-temperature`` (the policy RL trains, where greedy decoding shows only its mode):
+    pass@1, pass@k and per-task rates."""
     extra = [f"num_samples_per_task={args.samples}", "algorithm.sampling.greedy=false",
              f"algorithm.sampling.temperature={args.sample_temperature}"]
-    report = report_dir / f"{name}_gen_k{args.samples}_t{args.sample_temperature}.json"
-    return evaluate(adapter, report, env, shared, args, False, extra, batch=16)
+    report = report_dir / f"{name}_{'ab' if agentbench else 'gen'}_k{args.samples}_t{args.sample_temperature}.json"
+    return evaluate(adapter, report, env, shared, args, agentbench, extra, batch=16)
+
+
+def sampled_all(adapter: str, report_dir: Path, name: str, env: str, shared: Path, args) -> dict:
+    """The sampled evaluations ``--sampled-on`` asks for: {"k": generated, "ab_k": AgentBench's}."""
+    out = {}
+    if args.sampled_on in ("generated", "both"):
+        out["k"] = sampled(adapter, report_dir, name, env, shared, args)
+    if args.agentbench and args.sampled_on in ("agentbench", "both"):
+        out["ab_k"] = sampled(adapter, report_dir, name, env, shared, args, agentbench=True)
+    return out
 
 
 def newest(run: Path) -> str:
@@ -111,7 +123,7 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
     if args.agentbench:
         out["sft"]["ab"] = evaluate(sft_adapter, evals / "sft_ab.json", args.env, shared, args, True)
     if args.samples:
-        out["sft"]["k"] = sampled(sft_adapter, evals, "sft", args.env, shared, args)
+        out["sft"].update(sampled_all(sft_adapter, evals, "sft", args.env, shared, args))
     for arm, extra in ARMS.items():
         if arm not in args.arms:
             continue
@@ -132,7 +144,7 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
         if args.agentbench:
             res["ab"] = evaluate(adapter, here / f"eval/{arm}_ab.json", args.env, shared, args, True)
         if args.samples:
-            res["k"] = sampled(adapter, here / "eval", arm, args.env, shared, args)
+            res.update(sampled_all(adapter, here / "eval", arm, args.env, shared, args))
         out["arms"][arm] = res
     return out
 
@@ -223,7 +235,7 @@ def task_rates(report: dict) -> dict[int, float]:
     return {t: sum(v) / len(v) for t, v in by_task.items()}
 
 
-def summarize_sampled(results: list[dict], k: int) -> list[dict]:
+def summarize_sampled(results: list[dict], k: int, key: str = "k") -> list[dict]:
     """Rows: SFT, each arm; sampled pass@1 and pass@k over seeds, and a paired bootstrap over tasks of
     each arm's per-task success rate (mean of its seeds) against SFT's on the same tasks."""
     def rates_over_seeds(reports: list[dict]) -> dict[int, float]:
@@ -240,10 +252,10 @@ def summarize_sampled(results: list[dict], k: int) -> list[dict]:
             entry["vs SFT (95% CI over tasks)"], entry["paired bootstrap p"] = bootstrap_cells(rates_over_seeds(reports), against)
         return entry
 
-    sft = [r["sft"]["k"] for r in results]
+    sft = [r["sft"][key] for r in results]
     control = rates_over_seeds(sft)
     return [row("SFT only (control)", sft, None),
-            *[row(label(a), [r["arms"][a]["k"] for r in results], control) for a in results[0]["arms"]]]
+            *[row(label(a), [r["arms"][a][key] for r in results], control) for a in results[0]["arms"]]]
 
 
 def per_skill(results: list[dict]) -> list[dict]:
@@ -308,6 +320,8 @@ def main():
                    help="also evaluate every adapter with this many sampled episodes per generated held-out task (pass@k)")
     p.add_argument("--sample-temperature", type=float, default=0.5, help="temperature of those samples (the RL runs' own)")
     p.add_argument("--png", default=None)
+    p.add_argument("--sampled-on", choices=("generated", "agentbench", "both"), default="generated",
+                   help="with --samples: which held-out tasks are also evaluated sampled")
     p.add_argument("--arm-label", default=ARM_LABEL[0],
                    help="what tables and the plot call an RL arm, {arm} its name (e.g. 'SFT + {arm} + replay')")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every training run")
@@ -327,13 +341,17 @@ def main():
     out = {"generated": summarize(results, base["gen"], "gen"), "skills": per_skill(results)}
     print(table(out["generated"], f"{args.env}: {args.tasks} generated held-out tasks, greedy, {len(results)} seeds"))
     print(table(out["skills"], f"{args.env}: generated held-out success per skill (mean of seeds)"))
-    if args.samples:
+    if args.samples and "k" in results[0]["sft"]:
         out["sampled"] = summarize_sampled(results, args.samples)
         print(table(out["sampled"], f"{args.env}: the same {args.tasks} tasks, {args.samples} episodes each sampled at "
                                     f"temperature {args.sample_temperature}, {len(results)} seeds"))
     if args.agentbench:
         out["agentbench"] = summarize(results, base["ab"], "ab")
         print(table(out["agentbench"], f"{args.env}: AgentBench dev split ({AGENTBENCH[args.env][1]} tasks), greedy"))
+        if args.samples and "ab_k" in results[0]["sft"]:
+            out["agentbench_sampled"] = summarize_sampled(results, args.samples, "ab_k")
+            print(table(out["agentbench_sampled"], f"{args.env}: AgentBench dev split, {args.samples} episodes per task "
+                                                   f"sampled at temperature {args.sample_temperature}, {len(results)} seeds"))
     if results[0]["arms"]:  # success vs RL iteration: without an RL arm there is no curve to draw
         png = Path(args.png) if args.png else ROOT / "docs" / f"learning_{args.env}.png"
         plot(results, statistics.mean(r["sft"]["gen"]["metrics"]["success_rate"] for r in results), png, args.env)

@@ -28,3 +28,32 @@ def test_arm_against_sft_averages_seeds_per_task_then_pairs_tasks():
     # per task, mean of seeds minus SFT: .75-.5, .75-0, .25-0, 1-1 -> mean 0.3125
     assert grpo["vs SFT (95% CI over tasks)"].startswith("+0.312 [")
     assert 0 < float(grpo["paired bootstrap p"]) < 1
+
+
+def test_agentbench_sampled_reports_are_summarised_under_their_own_key():
+    sft = report({0: "ci", 1: "ii"}, 0.25, 0.5)
+    arm = report({0: "cc", 1: "ci"}, 0.75, 1.0)
+    results = [{"sft": {"k": sft, "ab_k": arm}, "arms": {"grpo": {"k": arm, "ab_k": sft}}}]
+    assert summarize_sampled(results, 2, "ab_k")[1]["pass@1 (mean of seeds)"] == 0.25
+    assert summarize_sampled(results, 2)[1]["pass@1 (mean of seeds)"] == 0.75
+
+
+def test_generated_evaluations_play_the_env_kwargs_rl_trained_on(tmp_path, monkeypatch):
+    """`--sft-adapter ... env.kwargs.skills=wide`: the held-out generated tasks are drawn as RL's
+    were; AgentBench's evaluation keeps its own source."""
+    import argparse
+
+    import bench.real_learning as rl
+
+    calls = []
+    monkeypatch.setattr(rl, "sh", lambda cmd, log: calls.append(cmd))
+    args = argparse.Namespace(tasks=48, overrides=["env.kwargs.skills=wide", "trainer.threads=1"],
+                              samples=8, sample_temperature=0.5, sampled_on="both", agentbench=True)
+    monkeypatch.setattr(rl.json, "loads", lambda text: {})
+    monkeypatch.setattr(rl.Path, "read_text", lambda self: "{}")
+    out = rl.sampled_all("ad", tmp_path, "sft", "db_bench", tmp_path, args)
+    assert set(out) == {"k", "ab_k"}
+    gen, ab = calls
+    assert "env.kwargs.skills=wide" in gen and "trainer.threads=1" not in gen
+    assert "env.kwargs.skills=wide" not in ab and "env.kwargs.source=agentbench" in ab
+    assert "num_samples_per_task=8" in gen and f"report={tmp_path / 'sft_ab_k8_t0.5.json'}" in ab
