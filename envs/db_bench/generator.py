@@ -19,8 +19,8 @@ on most of AgentBench's questions. "mixed": each task draws one of the two.
 from __future__ import annotations
 
 import random
-from functools import partial
 from decimal import ROUND_HALF_UP, Decimal
+from functools import partial
 
 from envs.db_bench import wide
 from envs.db_bench.tasks import Task, quote_ident
