@@ -23,7 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
 
 from envs.db_bench import wide
-from envs.db_bench.tasks import Task, quote_ident
+from envs.db_bench.tasks import Task, quote_ident, sql_literal
 
 # The first family: one 4-column table shape, named by ``names``. ``skills=None`` draws from these
 # only, so studies and pinned results keep their tasks.
@@ -111,10 +111,6 @@ def _round2(x: float) -> float | None:
     return float((Decimal(repr(x))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _draw(rng: random.Random, skill: str, wiki: bool = False) -> Task | None:
     table, entity, cat, all_values, nums = rng.choice(_SCHEMAS)
     (n1, lo1, hi1), (n2, lo2, hi2) = nums
@@ -155,24 +151,24 @@ def _draw(rng: random.Random, skill: str, wiki: bool = False) -> Task | None:
     # the drawn skill only (a `count` category may have no rows: no average of it)
     q = {
         "select": lambda: (f"What is the {n2} of the {entity} named {row[0]}?",
-                           f"SELECT {c2} FROM {t} WHERE {nm} = {_literal(row[0])}", [row[3]]),
+                           f"SELECT {c2} FROM {t} WHERE {nm} = {sql_literal(row[0])}", [row[3]]),
         "where": lambda: (f"List the names of all {entity}s whose {n1} is greater than {mid}.",
                           f"SELECT {nm} FROM {t} WHERE {c1} > {mid}", [r[0] for r in rows if r[2] > mid]),
         "order_by": lambda: (f"Which {entity} has the highest {n1}? Answer with the name.",
                              f"SELECT {nm} FROM {t} ORDER BY {c1} DESC LIMIT 1", [by_v1[-1][0]]),
         "limit": lambda: (f"List the names of the {k} {entity}s with the lowest {n1}.",
                           f"SELECT {nm} FROM {t} ORDER BY {c1} ASC LIMIT {k}", [r[0] for r in by_v1[:k]]),
-        "count": lambda: (f"How many {entity}s have {cat} '{c}'?", f"SELECT COUNT(*) FROM {t} WHERE {ct} = {_literal(c)}",
+        "count": lambda: (f"How many {entity}s have {cat} '{c}'?", f"SELECT COUNT(*) FROM {t} WHERE {ct} = {sql_literal(c)}",
                           [len(in_c)]),
         "sum": lambda: (f"What is the total {n1} of {entity}s with {cat} '{c}'?",
-                        f"SELECT SUM({c1}) FROM {t} WHERE {ct} = {_literal(c)}", [sum(r[2] for r in in_c)]),
+                        f"SELECT SUM({c1}) FROM {t} WHERE {ct} = {sql_literal(c)}", [sum(r[2] for r in in_c)]),
         "avg": lambda: (f"What is the average {n1} of {entity}s with {cat} '{c}', rounded to 2 decimal places?",
-                        f"SELECT ROUND(AVG({c1}), 2) FROM {t} WHERE {ct} = {_literal(c)}",
+                        f"SELECT ROUND(AVG({c1}), 2) FROM {t} WHERE {ct} = {sql_literal(c)}",
                         [_round2(sum(r[2] for r in in_c) / len(in_c))]),
         "min": lambda: (f"What is the lowest {n1} of {entity}s with {cat} '{c}'?",
-                        f"SELECT MIN({c1}) FROM {t} WHERE {ct} = {_literal(c)}", [min(r[2] for r in in_c)]),
+                        f"SELECT MIN({c1}) FROM {t} WHERE {ct} = {sql_literal(c)}", [min(r[2] for r in in_c)]),
         "max": lambda: (f"What is the highest {n1} of {entity}s with {cat} '{c}'?",
-                        f"SELECT MAX({c1}) FROM {t} WHERE {ct} = {_literal(c)}", [max(r[2] for r in in_c)]),
+                        f"SELECT MAX({c1}) FROM {t} WHERE {ct} = {sql_literal(c)}", [max(r[2] for r in in_c)]),
         "group_by": lambda: (f"Which {cat} has the largest total {n1}?",
                              f"SELECT {ct} FROM {t} GROUP BY {ct} ORDER BY SUM({c1}) DESC LIMIT 1",
                              [max(totals, key=totals.get)] if len(top) == 1 or top[0] != top[1] else [None]),
@@ -181,10 +177,10 @@ def _draw(rng: random.Random, skill: str, wiki: bool = False) -> Task | None:
         "subquery": lambda: (f"List the names of {entity}s whose {n1} is above the average {n1}.",
                              f"SELECT {nm} FROM {t} WHERE {c1} > (SELECT AVG({c1}) FROM {t})", [r[0] for r in rows if r[2] > mean]),
         "insert": lambda: (f"Add a new {entity} named {new_name} with {cat} '{c}', {n1} {mid + 1} and {n2} {lo2}.",
-                           f"INSERT INTO {t} ({nm}, {ct}, {c1}, {c2}) VALUES ({_literal(new_name)}, {_literal(c)}, {mid + 1}, {lo2})",
+                           f"INSERT INTO {t} ({nm}, {ct}, {c1}, {c2}) VALUES ({sql_literal(new_name)}, {sql_literal(c)}, {mid + 1}, {lo2})",
                            None),
         "update": lambda: (f"Change the {n2} of the {entity} named {row[0]} to {row[3] + 1}.",
-                           f"UPDATE {t} SET {c2} = {row[3] + 1} WHERE {nm} = {_literal(row[0])}", None),
+                           f"UPDATE {t} SET {c2} = {row[3] + 1} WHERE {nm} = {sql_literal(row[0])}", None),
         "delete": lambda: (f"Delete every {entity} whose {n1} is below {mid}.", f"DELETE FROM {t} WHERE {c1} < {mid}", None),
     }
     question, sql, label = q[skill]()

@@ -50,6 +50,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sql_literal(value: str) -> str:
+    """A string literal as SQL writes it: apostrophes doubled (``'O''Neil'``)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def mysql_to_sqlite(sql: str) -> str:
     """AgentBench's reference SQL is MySQL: turn its backslash-escaped quotes into SQLite's ''."""
     return sql.replace("\\'", "''")

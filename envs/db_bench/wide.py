@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 
-from envs.db_bench.tasks import Task
+from envs.db_bench.tasks import Task, sql_literal
 
 SKILLS = ("lookup", "lookup2", "count_rows", "insert_row", "update_row", "delete_row")
 MAX_COUNT = 9  # `count_rows` answers: 0..MAX_COUNT, up to the table's rows; no count wins more than 1 task in 9
@@ -129,10 +129,6 @@ def _q(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _say(value: str, rng) -> str:
     """A value as a question states it: quoted or not, as AgentBench's questions vary."""
     return f"'{value}'" if rng.random() < 0.5 else value
@@ -199,7 +195,7 @@ def _lookup(rng, rows, spec, key, t, table, entity):
                            f"What {a} has {c} {_say(v, rng)}?",
                            f"Name the {a} for the {entity} with {c} {_say(v, rng)}.",
                            f"In the {table} table, what is the {a} of the row whose {c} is {_say(v, rng)}?"])
-    return question, f"SELECT {_q(a)} FROM {t} WHERE {_q(c)} = {_lit(v)}", [row[ask]]
+    return question, f"SELECT {_q(a)} FROM {t} WHERE {_q(c)} = {sql_literal(v)}", [row[ask]]
 
 
 def _lookup2(rng, rows, spec, key, t, table, entity):
@@ -216,7 +212,7 @@ def _lookup2(rng, rows, spec, key, t, table, entity):
     question = rng.choice([f"Which {a} has a {n1} of {_say(v1, rng)}, and a {n2} of {_say(v2, rng)}?",
                            f"What is the {a} when the {n1} is {_say(v1, rng)} and the {n2} is {_say(v2, rng)}?",
                            f"{n1} of {_say(v1, rng)}, and a {n2} of {_say(v2, rng)} has what {a}?"])
-    sql = f"SELECT {_q(a)} FROM {t} WHERE {_q(n1)} = {_lit(v1)} AND {_q(n2)} = {_lit(v2)}"
+    sql = f"SELECT {_q(a)} FROM {t} WHERE {_q(n1)} = {sql_literal(v1)} AND {_q(n2)} = {sql_literal(v2)}"
     return question, sql, [row[ask]]
 
 
@@ -239,7 +235,7 @@ def _count_rows(rng, rows, spec, key, t, table, entity):
     question = rng.choice([f"How many rows have a {c} of {_say(v, rng)}?",
                            f"What is the total number of {entity}s with {c} {_say(v, rng)}?",
                            f"How many {entity}s in the {table} table have {c} {_say(v, rng)}?"])
-    return question, f"SELECT COUNT(*) FROM {t} WHERE {_q(c)} = {_lit(v)}", [target]
+    return question, f"SELECT COUNT(*) FROM {t} WHERE {_q(c)} = {sql_literal(v)}", [target]
 
 
 def _insert_row(rng, rows, spec, key, t, table, entity):
@@ -256,7 +252,7 @@ def _insert_row(rng, rows, spec, key, t, table, entity):
         f"Insert into the '{table}' table the values for {_listing(names)}, which are {_listing(quoted)}, respectively.",
         f"Add a new {entity} to {table} with " + _listing([f"{c} {q}" for c, q in zip(names, quoted)]) + ".",
     ])
-    sql = f"INSERT INTO {t} ({', '.join(map(_q, names))}) VALUES ({', '.join(map(_lit, new))})"
+    sql = f"INSERT INTO {t} ({', '.join(map(_q, names))}) VALUES ({', '.join(map(sql_literal, new))})"
     return question, sql, None
 
 
@@ -277,8 +273,8 @@ def _update_row(rng, rows, spec, key, t, table, entity):
         f"Change the {sets} for {row[key]} in {table}.",
         f"For the row with {k} {_say(row[key], rng)}, update {table} so that the {becomes}.",
     ])
-    assign = ", ".join(f"{_q(spec[i][0])} = {_lit(new[i])}" for i in cols)
-    return question, f"UPDATE {t} SET {assign} WHERE {_q(k)} = {_lit(row[key])}", None
+    assign = ", ".join(f"{_q(spec[i][0])} = {sql_literal(new[i])}" for i in cols)
+    return question, f"UPDATE {t} SET {assign} WHERE {_q(k)} = {sql_literal(row[key])}", None
 
 
 def _delete_row(rng, rows, spec, key, t, table, entity):
@@ -289,7 +285,7 @@ def _delete_row(rng, rows, spec, key, t, table, entity):
     question = rng.choice([f"Delete the rows of {table} whose {c} is {_say(v, rng)}.",
                            f"Remove every {entity} with {c} {_say(v, rng)} from the '{table}' table.",
                            f"In the {table} table, delete all records where '{c}' equals '{v}'."])
-    return question, f"DELETE FROM {t} WHERE {_q(c)} = {_lit(v)}", None
+    return question, f"DELETE FROM {t} WHERE {_q(c)} = {sql_literal(v)}", None
 
 
 _SKILLS = {"lookup": _lookup, "lookup2": _lookup2, "count_rows": _count_rows, "insert_row": _insert_row,
