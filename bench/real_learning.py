@@ -107,13 +107,12 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
             "--seed", str(first), "--out", str(data)], here / "transcripts.log")
     sft = here / "sft"
     common = [f"experiment={preset}", f"trainer.seed={seed}", "trainer.progress_bar=false"]
-    # the transcripts SFT trained on: RL replays them where the recipe says so (sft.replay_coef)
-    replayed = [f"sft.data={data}"]
-    if args.sft_adapter:
-        replayed = [f"sft.data={Path(args.sft_data).resolve()}"] if args.sft_data else []
+    # replayed: the transcripts SFT trained on, which RL replays where the recipe says so (sft.replay_coef)
     if args.sft_adapter:  # every seed's RL starts from the same SFT adapter: the spread is RL's alone
         sft_adapter, evals = args.sft_adapter, work / "eval"
+        replayed = [f"sft.data={Path(args.sft_data).resolve()}"] if args.sft_data else []
     else:
+        replayed = [f"sft.data={data}"]
         if not list((sft / "checkpoints").glob("iter_*")):
             sh([sys.executable, "train.py", *common, "stage=sft", f"sft.data={data}", f"hydra.run.dir={sft}",
                 *args.overrides], here / "sft.log")
