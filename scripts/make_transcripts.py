@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--env", choices=sorted(ENV_IDS))
-    p.add_argument("--skills", help="generator skills, comma-separated (db_bench, os_interaction); db_bench also "
-                   "takes the families wide (AgentBench-shaped) and all")
+    p.add_argument("--skills", help="generator skills, comma-separated (db_bench, os_interaction), or the "
+                   "families wide (AgentBench-shaped) and all")
     p.add_argument("--kwargs", default="{}", help="more env arguments as JSON, e.g. '{\"max_rounds\": 5}'")
     p.add_argument("--episodes", type=int, default=1000, help="seeds to play")
     p.add_argument("--seed", type=int, default=0, help="first seed (--env); the takeover turns' draw (--recover-from)")

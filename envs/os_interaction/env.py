@@ -32,7 +32,8 @@ Arguments:
     source: "generator" (default; seeded single-skill tasks), "agentbench" (os_interaction JSON or
     JSONL: a file, a directory, a glob or a list; scripts from ``script_dir``, default AgentBench's
     layout) or "lifelong" (LifelongAgentBench JSON); skills: generator skills to draw from;
-    max_rounds (AgentBench: 8); max_observation_chars (800); command_timeout_s (30);
+    (``wide``: the AgentBench-shaped family of ``wide.py``; ``all``: both; None: the first family,
+    ``generator.py``); max_rounds (AgentBench: 8); max_observation_chars (800); command_timeout_s (30);
     judge_timeout_s (120: each init and check script); limits: ``SandboxLimits`` fields;
     unsafe: run commands directly on this machine when it cannot create a sandbox (never the
     default; no isolation, and no protection of the judge either; generated tasks then live in a
@@ -46,7 +47,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from envs.os_interaction import generator
+from envs.os_interaction import families, generator
 from envs.os_interaction.protocol import chat_turns, clean_output, first_observation, os_observation, parse_reply, truncate
 from envs.os_interaction.sandbox import Sandbox, SandboxDied, SandboxLimits, SandboxUnavailable, max_open_files, probe
 from envs.os_interaction.strengthen import with_references
@@ -62,8 +63,8 @@ class OSInteractionEnv(TaskEnv):
                  skills: list[str] | None = None, max_rounds: int = 8, max_observation_chars: int = 800,
                  command_timeout_s: float = 30.0, judge_timeout_s: float = 120.0, limits: dict | None = None,
                  unsafe: bool = False, one_shot: bool = True, prompt_format: str = "text"):
-        skills = skill_names(skills)
-        check_task_args(source, path, skills, generator.SKILLS, prompt_format)
+        named = skill_names(skills)
+        check_task_args(source, path, named, tuple(families.SKILLS) + tuple(families.GROUPS), prompt_format)
         positive("max_rounds", max_rounds, integer=True)
         positive("max_observation_chars", max_observation_chars, integer=True)
         positive("command_timeout_s", command_timeout_s)
@@ -73,7 +74,7 @@ class OSInteractionEnv(TaskEnv):
             raise SandboxUnavailable(f"OSInteraction cannot create its sandbox: {reason}. To run commands directly "
                                      "on this machine without isolation, pass unsafe=True (env.kwargs.unsafe=true)")
         super().__init__()
-        self.source, self.skills = source, _usable_skills(skills, unsafe)
+        self.source, self.skills = source, _usable_skills(named, unsafe)
         tasks = (load_agentbench(path, script_dir) if source == "agentbench"
                  else load_lifelong(path) if source == "lifelong" else [])
         for task in tasks:
@@ -92,7 +93,7 @@ class OSInteractionEnv(TaskEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.task_index = self._pick(options or {})
-        self.task = self.tasks[self.task_index] if self.tasks else generator.generate(
+        self.task = self.tasks[self.task_index] if self.tasks else families.generate(
             int(self.np_random.integers(2**31)), self.skills)
         self.rounds, self.judge_error = 0, None
         self.setup_error = self._setup()
@@ -247,10 +248,18 @@ class OSInteractionEnv(TaskEnv):
             self.box = None
 
 
-def _usable_skills(skills: list[str] | None, unsafe: bool) -> tuple[str, ...] | None:
-    """Tasks that add users need the sandbox's full uid range, which only root on the host gets."""
-    if skills or (os.geteuid() == 0 and not unsafe):
-        return tuple(skills or ()) or None
-    warnings.warn(f"not root: generator skills {', '.join(generator.USER_SKILLS)} are left out (they add users)",
-                  stacklevel=3)
-    return tuple(s for s in generator.SKILLS if s not in generator.USER_SKILLS)
+def _usable_skills(named: tuple[str, ...] | None, unsafe: bool) -> tuple[str, ...] | None:
+    """The skills to draw from (None: the first family). Tasks that add users need the sandbox's full
+    uid range, which only root on the host gets: they are left out unless named one by one. The
+    AgentBench-shaped family writes to system directories and starts programs: never on the host."""
+    skills = families.expand_skills(named)
+    if unsafe and (wide := [s for s in skills or () if s in families.WIDE_SKILLS]):
+        raise ValueError(f"skills {', '.join(wide)} need the sandbox (they write to /usr, /var and /home, add users "
+                         "and start programs): unsafe mode runs commands on this machine itself")
+    if os.geteuid() == 0 and not unsafe:
+        return skills
+    direct = set(named or ()) - set(families.GROUPS)
+    left_out = [s for s in skills or generator.SKILLS if s in families.USER_SKILLS and s not in direct]
+    if left_out:
+        warnings.warn(f"not root: generator skills {', '.join(left_out)} are left out (they add users)", stacklevel=3)
+    return tuple(s for s in skills or generator.SKILLS if s not in left_out)

@@ -273,12 +273,6 @@ SKILLS: dict[str, Callable[[random.Random], OSTask]] = {f.__name__: f for f in (
 USER_SKILLS = ("owner_query", "add_user", "change_owner")
 
 
-def generate(seed: int, skills: tuple[str, ...] | None = None) -> OSTask:
-    rng = random.Random(seed)
-    names = sorted(skills) if skills else sorted(SKILLS)
-    return SKILLS[rng.choice(names)](rng)
-
-
 def relocate(task: OSTask, home: str) -> OSTask:
     """The same task with /root replaced by ``home``: unsafe mode runs on the host itself, in a
     temporary home directory, and generated tasks must not write to the host's /root."""

@@ -359,7 +359,8 @@ def test_no_constant_answer_wins_more_than_1_in_7_generated_tasks_of_any_skill()
     """The best constant answer of each question skill (what RL would find if guessing paid)."""
     from collections import Counter
 
-    from envs.os_interaction.generator import SKILLS, generate
+    from envs.os_interaction.families import generate
+    from envs.os_interaction.generator import SKILLS
 
     for skill in sorted(SKILLS):
         answers = Counter(t.match["answer"] for t in (generate(seed, (skill,)) for seed in range(600)) if t.match)

@@ -10,7 +10,7 @@ import pytest
 
 import envs  # noqa: F401
 from envs.os_interaction import sandbox
-from envs.os_interaction.generator import generate
+from envs.os_interaction.families import generate
 from envs.os_interaction.oracle import FINISH, Oracle, answer, bash
 
 ID = "lorarl/OSInteraction-v0"
