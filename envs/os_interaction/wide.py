@@ -78,10 +78,11 @@ def _line(rng) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5)))
 
 
-def _names(rng, n: int) -> list[str]:
-    """``n`` distinct file-name stems (words, or words with a number when more are needed)."""
-    pool = [*WORDS, *(f"{w}{i}" for w in WORDS for i in range(2, 4))]
-    return rng.sample(pool, n)
+def _names(rng, n: int, taken: list[str] = ()) -> list[str]:
+    """``n`` distinct file-name stems (words, or words with a number when more are needed), none the
+    last part of a path in ``taken`` (a file where a directory of that name is would fail the set-up)."""
+    used = {p.rsplit("/", 1)[-1] for p in taken}
+    return rng.sample([s for s in (*WORDS, *(f"{w}{i}" for w in WORDS for i in range(2, 4))) if s not in used], n)
 
 
 def _task(skill, description, init, answer, command, start=None) -> OSTask:
@@ -145,7 +146,7 @@ def _tree_dirs(rng, d, k: int) -> list[str]:
 def count_empty(rng):
     d, n = _dir(rng), rng.randint(1, MAX_COUNT)
     dirs = [d, *_tree_dirs(rng, d, rng.randint(1, 3))]
-    stems = _names(rng, n + rng.randint(2, 8))
+    stems = _names(rng, n + rng.randint(2, 8), dirs)
     files = {f"{rng.choice(dirs)}/{s}{rng.choice(['', '.' + rng.choice(EXTS)])}": "" if i < n else _line(rng)
              for i, s in enumerate(stems)}
     empty_dir = f"{d}/{rng.choice(['cache', 'spool', 'empty'])}"  # an empty directory is not an empty file
@@ -357,7 +358,7 @@ def _writer(path: str, text: str, seconds: int) -> tuple[str, str]:
 def process_file(rng):
     d = rng.choice(["/root", "/home", f"/srv/{rng.choice(WORDS)}"])
     sub = [f"{d}/{s}" for s in _names(rng, 2)]
-    stems = _names(rng, rng.randint(4, 9))
+    stems = _names(rng, rng.randint(4, 9), sub)
     paths = [f"{rng.choice([d, d, *sub])}/{'.' * (rng.random() < 0.2)}{s}{rng.choice(['', '.log', '.jsonl', '.txt'])}"
              for s in stems]
     target = rng.choice(paths)

@@ -4,6 +4,7 @@ shows, win nothing the task does not give them; no constant answer pays; the fir
 draws are unchanged."""
 
 import hashlib
+import os
 import re
 from collections import Counter
 
@@ -17,8 +18,6 @@ from envs.os_interaction.oracle import FINISH, Oracle, answer, bash, last_output
 ID = "lorarl/OSInteraction-v0"
 REASON = sandbox.probe()
 needs_sandbox = pytest.mark.skipif(REASON is not None, reason=f"this machine cannot create the sandbox: {REASON}")
-needs_root = pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
-                                reason="user_query adds users: root on the host only")
 SKILLS = sorted(wide.SKILLS)
 # Undo what a task set up, add users and groups, stop background programs: the answer the machine
 # then gives is not the task's.
@@ -48,8 +47,7 @@ def _oracle(env, seed):
 
 
 def _skills():
-    import os
-
+    """Without root the sandbox maps one uid: the skills that add users are left out (as the env does)."""
     return [s for s in SKILLS if os.geteuid() == 0 or s not in wide.USER_SKILLS]
 
 
@@ -163,3 +161,16 @@ def test_every_skill_varies_its_tasks():
         assert all(t.labels == [skill] and t.solution for t in tasks), skill
         # judged by a match computed here, or by the reference's output on the pristine task
         assert all(t.match or (t.check and t.check[0] is None and t.example) for t in tasks), skill
+
+
+def test_no_set_up_writes_a_file_where_it_makes_a_directory():
+    """A name drawn for a file and for a directory of the same task would fail its set-up (env_error:
+    a task no agent can win). Static, over 300 draws of every skill."""
+    written = re.compile(r"(?:>|\btouch)\s*'?(/[^'\s;&|]+)")
+    for skill in SKILLS:
+        for seed in range(300):
+            init = families.generate(seed, (skill,)).init[0][1]
+            files = set(written.findall(init))
+            dirs = {a.strip("'") for m in re.findall(r"mkdir -p ([^&;]+)", init) for a in m.split()}
+            dirs |= {p.rsplit("/", i)[0] for p in files | dirs for i in range(1, p.count("/"))}
+            assert not files & dirs, (skill, seed, files & dirs)
