@@ -174,3 +174,21 @@ def test_no_set_up_writes_a_file_where_it_makes_a_directory():
             dirs = {a.strip("'") for m in re.findall(r"mkdir -p ([^&;]+)", init) for a in m.split()}
             dirs |= {p.rsplit("/", i)[0] for p in files | dirs for i in range(1, p.count("/"))}
             assert not files & dirs, (skill, seed, files & dirs)
+
+
+@pytest.mark.parametrize("check, answer, truth, right", [
+    (wide.INTEGER_MATCH, "12", "12\n", True), (wide.INTEGER_MATCH, " 12 ", "12", True),
+    (wide.INTEGER_MATCH, "13", "12", False), (wide.INTEGER_MATCH, "12 files", "12", False),
+    (wide.INTEGER_MATCH, "", "12", False),
+    (wide.SIZE_MATCH, "12K", "12K\n", True), (wide.SIZE_MATCH, "12 KB", "12K", True),
+    (wide.SIZE_MATCH, "8K", "8.0K", True), (wide.SIZE_MATCH, "12288", "12K", True),
+    (wide.SIZE_MATCH, "1.5M", "1.5M", True), (wide.SIZE_MATCH, "13K", "12K", False),
+    (wide.SIZE_MATCH, "12M", "12K", False), (wide.SIZE_MATCH, "big", "12K", False),
+])
+def test_the_checks_compare_as_agentbench_does(check, answer, truth, right):
+    """integer-match and size-match (AgentBench's, which also reads du's "8.0K"): exit 0 = right."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", check[1], answer, truth], capture_output=True, timeout=30)
+    assert (r.returncode == 0) == right, r.stderr
