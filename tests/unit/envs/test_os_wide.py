@@ -36,14 +36,16 @@ def _episode(env, replies, seed):
 
 
 def _oracle(env, seed):
-    """The oracle's episode: its outcome and the answer it gave (the task's truth)."""
+    """The oracle's episode: its outcome (with what the shell showed it) and the answer it gave (the
+    task's truth)."""
     env.reset(seed=seed)
-    oracle, obs, reply = Oracle(env.unwrapped.task), "", ""
+    oracle, obs, reply, seen = Oracle(env.unwrapped.task), "", "", []
     while True:
         reply = oracle.reply(obs)
         obs, _, term, trunc, info = env.step(reply)
+        seen.append(obs[-300:])
         if term or trunc:
-            return info, reply
+            return {**info, "seen": seen}, reply
 
 
 def _skills():
