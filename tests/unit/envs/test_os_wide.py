@@ -53,14 +53,19 @@ def _skills():
     return [s for s in SKILLS if os.geteuid() == 0 or s not in wide.USER_SKILLS]
 
 
+# The suite plays a few tasks of every skill (CI's 10 minutes); `pytest -m slow` plays more.
+SIZES = [1, pytest.param(6, marks=pytest.mark.slow)]
+
+
 @needs_sandbox
-def test_oracle_solves_three_tasks_of_every_skill_through_the_judge():
+@pytest.mark.parametrize("per_skill", SIZES)
+def test_oracle_solves_tasks_of_every_skill_through_the_judge(per_skill):
     env = gym.make(ID, skills="wide")
     try:
         solved = Counter()
         for skill in _skills():
             env.unwrapped.skills = (skill,)
-            for seed in range(3):
+            for seed in range(2 * per_skill):
                 info, _ = _oracle(env, seed)
                 assert info["outcome"] == "correct", (skill, seed, env.unwrapped.task.description, info)
                 solved[info["task_type"]] += 1
@@ -70,8 +75,9 @@ def test_oracle_solves_three_tasks_of_every_skill_through_the_judge():
 
 
 @needs_sandbox
-def test_lazy_and_tampering_agents_win_only_what_the_task_gives():
-    """Per task: six do-nothing replies, and an agent that wrecks the machine (files gone, users
+@pytest.mark.parametrize("per_skill", SIZES)
+def test_lazy_and_tampering_agents_win_only_what_the_task_gives(per_skill):
+    """Per task: four do-nothing replies, and an agent that wrecks the machine (files gone, users
     added, the background program killed, installed tools removed or planted) and then answers what
     the reference command now prints. The judge compares with the task's truth, never the wreck."""
     env = gym.make(ID, skills="wide", command_timeout_s=20.0)
@@ -80,7 +86,7 @@ def test_lazy_and_tampering_agents_win_only_what_the_task_gives():
         wins, tampered, differed = Counter(), 0, 0
         for n, skill in enumerate(_skills()):
             env.unwrapped.skills = (skill,)
-            for seed in (100 * n, 100 * n + 1):  # skills drawn with one seed share their first draws
+            for seed in range(100 * n, 100 * n + per_skill):  # skills drawn with one seed share their first draws
                 _, truth = _oracle(env, seed)
                 task = env.unwrapped.task
                 for reply in lazy:
