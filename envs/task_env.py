@@ -29,6 +29,13 @@ def skill_names(skills) -> tuple[str, ...] | None:
     return (skills,) if isinstance(skills, str) else tuple(skills)
 
 
+def expand_skills(skills: tuple[str, ...] | None, groups: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    """Skill names as a config writes them, a family's name (``wide``, ``all``) standing for its skills."""
+    if skills is None:
+        return None
+    return tuple(dict.fromkeys(s for name in skills for s in groups.get(name, (name,))))
+
+
 def check_task_args(source: str, path, skills, known_skills, prompt_format: str = "text") -> None:
     """Constructor arguments both envs take: a task source, its file(s), generator skills."""
     if source not in SOURCES:

@@ -22,6 +22,7 @@ import random
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
 
+from envs import task_env
 from envs.db_bench import wide
 from envs.db_bench.tasks import Task, quote_ident, sql_literal
 
@@ -37,10 +38,9 @@ GROUPS = {"wide": WIDE_SKILLS, "all": ALL_SKILLS}  # names a config may give for
 
 
 def expand_skills(skills: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    """``skills=wide`` or ``[all]``, as the config writes them, into the skills they name."""
-    if skills is None:
-        return None
-    return tuple(dict.fromkeys(s for name in skills for s in GROUPS.get(name, (name,))))
+    """``skills=wide`` or ``[all, ...]``, as the config writes them, into the skills they name."""
+    return task_env.expand_skills(skills, GROUPS)
+
 
 _NAMES = ["Alice", "Bob", "Carol", "David", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory",
           "Niaj", "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Uma", "Victor", "Walter", "Xena", "Yusuf", "Zoe"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from envs import task_env
 from envs.os_interaction import generator, wide
 from envs.os_interaction.tasks import OSTask
 
@@ -20,10 +21,8 @@ USER_SKILLS = generator.USER_SKILLS + wide.USER_SKILLS  # they add users: root o
 
 
 def expand_skills(skills: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    """``skills=wide`` or ``[all, ...]``, as a config writes them, into the skills they name."""
-    if skills is None:
-        return None
-    return tuple(dict.fromkeys(s for name in skills for s in GROUPS.get(name, (name,))))
+    """``skills=wide`` or ``[all, ...]``, as the config writes them, into the skills they name."""
+    return task_env.expand_skills(skills, GROUPS)
 
 
 def generate(seed: int, skills: tuple[str, ...] | None = None) -> OSTask:
