@@ -34,7 +34,9 @@ from bench.common import record, table  # noqa: E402
 PRESETS = {"db_bench": "smollm2_db", "os_interaction": "smollm2_os"}
 AGENTBENCH = {"db_bench": ("dbbench/dev.jsonl", 60), "os_interaction": ("os_interaction/dev.json", 26)}
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-ARMS = {"grpo": [], "ppo": ["algorithm=ppo"]}
+# each arm's own overrides, applied after the shared ones: skip_uniform_groups is GRPO's alone (a
+# critic's advantages are not 0 on a group of equal rewards), and the os preset turns it on
+ARMS = {"grpo": [], "ppo": ["algorithm=ppo", "algorithm.skip_uniform_groups=false"]}
 HELD_OUT_SEED = 1_000_000_000  # trainer.eval_seed: periodic evaluation and evaluate.py play the same tasks
 
 
@@ -123,14 +125,14 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
         out["sft"]["ab"] = evaluate(sft_adapter, evals / "sft_ab.json", args.env, shared, args, True)
     if args.samples:
         out["sft"].update(sampled_all(sft_adapter, evals, "sft", args.env, shared, args))
-    for arm, extra in ARMS.items():
+    for arm in ARMS:
         if arm not in args.arms:
             continue
         run = here / arm
         done = run / "DONE"
         if not done.exists():
-            sh([sys.executable, "train.py", *common, "stage=rl", f"model.lora.lora_path={sft_adapter}", *extra,
-                *replayed, f"hydra.run.dir={run}", *args.overrides], here / f"{arm}.log")
+            sh([sys.executable, "train.py", *rl_overrides(common, sft_adapter, arm, replayed, args.overrides),
+                f"hydra.run.dir={run}"], here / f"{arm}.log")
             done.write_text("ok")
         adapter = newest(run)
         # the run's own held-out evaluation at its last iteration (PeriodicEvaluation's report: the
@@ -146,6 +148,12 @@ def one_seed(seed: int, args, work: Path, shared: Path) -> dict:
             res.update(sampled_all(adapter, here / "eval", arm, args.env, shared, args))
         out["arms"][arm] = res
     return out
+
+
+def rl_overrides(common: list[str], sft_adapter: str, arm: str, replayed: list[str], overrides: list[str]) -> list[str]:
+    """train.py's overrides for an arm's RL run from the SFT adapter: the study's shared overrides,
+    then the arm's own, which win (the GRPO-only skip that the os preset and study commands set)."""
+    return [*common, "stage=rl", f"model.lora.lora_path={sft_adapter}", *replayed, *overrides, *ARMS[arm]]
 
 
 def curve(run: Path) -> dict:

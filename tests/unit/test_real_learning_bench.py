@@ -57,3 +57,18 @@ def test_generated_evaluations_play_the_env_kwargs_rl_trained_on(tmp_path, monke
     assert "env.kwargs.skills=wide" in gen and "trainer.threads=1" not in gen
     assert "env.kwargs.skills=wide" not in ab and "env.kwargs.source=agentbench" in ab
     assert "num_samples_per_task=8" in gen and f"report={tmp_path / 'sft_ab_k8_t0.5.json'}" in ab
+
+
+@pytest.mark.parametrize("env", ["db_bench", "os_interaction"])
+@pytest.mark.parametrize("arm", ["grpo", "ppo"])
+def test_every_arm_composes_with_the_documented_study_overrides(env, arm):
+    """The documented os command sets algorithm.skip_uniform_groups=true (GRPO's alone), and so
+    does the os preset: the PPO arm must still compose and validate, as a critic with GAE."""
+    from bench.real_learning import PRESETS, rl_overrides
+    from tests.conftest import compose
+
+    study = ["trainer.threads=1", "algorithm.group_size=8", "algorithm.skip_uniform_groups=true", "sft.replay_coef=1"]
+    c = compose(rl_overrides([f"experiment={PRESETS[env]}", "trainer.seed=0"], "adapter", arm, ["sft.data=t.jsonl"], study))
+    assert c.algorithm.advantage == ("gae" if arm == "ppo" else "grpo")
+    assert c.algorithm.skip_uniform_groups == (arm == "grpo") and c.algorithm.group_size == 8
+    assert c.stage == "rl" and c.model.lora.lora_path == "adapter" and c.sft.replay_coef == 1
