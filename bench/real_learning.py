@@ -303,7 +303,7 @@ def plot(results: list[dict], sft_rate: float, path: Path, title: str) -> None:
     ax1.set_ylim(0, 1)  # the whole range: a change of a few tasks looks as small as it is
     ax1.set(xlabel="RL iteration (0 = after SFT)", ylabel="held-out success (greedy; squares: sampled)", title=f"{title}: held-out success")
     ax2.set(xlabel="RL iteration", ylabel="mean episode reward (sampled)", title=f"{title}: training reward")
-    ax1.legend()
+    ax1.legend(loc="lower right", fontsize="small")  # the curves sit above 0.35 in every study so far: below them the legend hides none
     ax2.legend()
     fig.suptitle(f"SmolLM2-135M-Instruct on a 2-core CPU, mean of {len(results)} seeds (band: min-max)")
     fig.tight_layout()
