@@ -45,6 +45,7 @@ Arguments:
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 from envs.os_interaction import families, generator
@@ -55,6 +56,7 @@ from envs.os_interaction.tasks import (OSTask, descriptor_refusal, load_agentben
                                        needs_answer, reads_answer)
 from envs.task_env import TaskEnv, check_task_args, positive, skill_names
 
+START_SETTLE_S = 1.0  # after the start program, before the pristine task's example and references run
 SHELL_RESET = "A new shell starts with your next command: files are kept, variables and the working directory are reset."
 
 
@@ -120,11 +122,16 @@ class OSInteractionEnv(TaskEnv):
                 if r.exit_code != 0:
                     return f"task setup exited {r.exit_code}: {(r.output + r.stderr)[-300:]}"
             self.box.seal()
+            examples = None in (self.task.check or [])
             if self.task.start:
                 # Job control on for the start program only: its background jobs get process groups of
                 # their own, so a later command's timeout (which kills the shell's group) spares them.
                 self.box.shell(f"set -m\n{self.task.start[1]}\nset +m", self.timeout_s)
-            examples = None in (self.task.check or [])
+                if examples or self.task.references:
+                    # AgentBench runs the example when judging, after the agent's turns; here it runs at
+                    # once, and on a loaded machine the start program's background jobs may not have
+                    # exec'd yet (ps showed no program: a CI run failed so). They get a moment first.
+                    time.sleep(START_SETTLE_S)
             # The shell that ran the start program goes (its jobs stay) when the example runs, so the
             # example sees the processes the agent's first command sees.
             self.box.snapshot(close_shell=examples)

@@ -371,8 +371,6 @@ def process_file(rng):
 
 
 def process_interval(rng):
-    # The reference waits a second first: on a loaded machine the first command can run before the
-    # background shell has exec'd python3, and ps then shows no program (a CI run failed so).
     top = rng.choice([3, 4, 5])
     seconds, path = rng.randint(1, top), rng.choice(["/root/log", f"/root/{rng.choice(WORDS)}.log", "/var/log/app.log"])
     word = rng.choice(["succeed", "ok", "tick", rng.choice(WORDS)])
@@ -380,7 +378,7 @@ def process_interval(rng):
     return _task("process_interval", f"There's a program that writes '{word}' into {path} periodically. I only know "
                  f"the interval is {choices}. Please find out the interval. Answer me only the integer number of "
                  f"seconds. (e.g. {', '.join(map(str, range(1, top + 1)))})", [f"mkdir -p {path.rsplit('/', 1)[0]}"],
-                 seconds, "sleep 1; ps -eo args | grep -o 'sleep([0-9]*)' | grep -o '[0-9]*'",
+                 seconds, "ps -eo args | grep -o 'sleep([0-9]*)' | grep -o '[0-9]*'",
                  start=_writer(path, word, seconds))
 
 
